@@ -1,0 +1,53 @@
+"""``teso data check ROOT`` and ``teso data synth --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="check AVSBench trees, generate SynthAVS")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+
+    check = dsub.add_parser("check", help="validate an AVSBench/SynthAVS tree and list every problem")
+    check.add_argument("root", type=Path, help="dataset root (released or AVSBench-object layout)")
+    check.set_defaults(func=_check)
+
+    synth = dsub.add_parser("synth", help="generate the SynthAVS dataset (no download)")
+    synth.add_argument("--out", type=Path, required=True, help="output directory (released layout)")
+    synth.add_argument("--clips", type=int, default=None, help="clips per subset (default: the standard size)")
+    synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    synth.add_argument(
+        "--subsets", default="v1s,v1m,v2", help="comma-separated subsets to generate (v1s, v1m, v2)"
+    )
+    synth.add_argument("--no-check", action="store_true", help="skip the `data check` run after generating")
+    synth.set_defaults(func=_synth)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from teso.data.check import check_tree
+
+    report = check_tree(args.root)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from teso.data.check import check_tree
+    from teso.data.synth import generate
+
+    subsets = tuple(s.strip() for s in args.subsets.split(",") if s.strip())
+    summary = generate(args.out, clips=args.clips, seed=args.seed, subsets=subsets, progress=True)
+    print(summary.describe())
+    if args.no_check:
+        return 0
+    report = check_tree(args.out)
+    print(report.summary())
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return 0 if report.ok else 1

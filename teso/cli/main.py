@@ -1,0 +1,43 @@
+"""The ``teso`` command. Each command group lives in its own module with a ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from teso import __version__
+from teso.errors import TesoError
+
+# Modules under teso.cli, each adding its sub-commands to the parser.
+COMMAND_MODULES = ["data"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="teso", description="Text-guided audio-visual segmentation (TeSO, ECCV 2024)."
+    )
+    parser.add_argument("--version", action="version", version=f"teso {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"teso.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except TesoError as err:
+        print(f"teso {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"teso {args.command}: interrupted (finished work is kept; re-run to resume)", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
