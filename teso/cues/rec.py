@@ -1,0 +1,166 @@
+"""REC#1: how well the cues alone recognise the categories that are sounding (paper Table 3).
+
+Definition (the paper gives none; this is ours):
+
+* Frames: every frame of the evaluated clips. Categories: the dataset vocabulary (``label2idx.json``
+  without ``background``, or the 70 AVSS classes).
+* Ground truth ``y[f, c] = 1`` when category ``c`` sounds in frame ``f``: for AVSBench the clip's
+  ``a_obj`` holds for each of its frames; for SynthAVS ``truth.json`` gives, per object, its category
+  and per-second ``sounding`` flags.
+* Score ``s[f, c] = 1`` when one of the frame's cues maps onto ``c``
+  (:meth:`teso.cues.parse.Vocabulary.map`), else 0. Cues that map to nothing do not count (their share
+  is reported). A malformed answer gives no cue.
+* ``AP_c`` is the non-interpolated average precision over frames (sklearn's ``average_precision_score``):
+  ``AP = sum_k (R_k - R_{k-1}) P_k`` over the distinct score thresholds in decreasing order,
+  ``R_0 = 0``. With binary scores this is ``R1*P1 + (1 - R1)*pi``, where ``P1``/``R1`` are the
+  precision/recall of the frames with ``s = 1`` and ``pi`` is the share of frames where ``c`` sounds
+  (the precision of flagging every frame) — a category never cued scores ``pi``, not 0.
+* **REC#1 = mean of AP_c over the categories that sound in at least one evaluated frame.** Categories
+  that never sound are left out of the mean (AP is undefined without positives); the cues that name
+  them still count as false positives in the micro precision.
+* Also reported: micro precision / recall / F1 over all (frame, category) pairs, and per category its
+  positives, predictions, hits, precision, recall and AP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from teso.errors import TesoError
+
+
+def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """Non-interpolated AP of ``scores`` against binary ``labels``; ``None`` when no label is 1."""
+    pos = sum(1 for y in labels if y)
+    if pos == 0:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ap, tp, seen, prev_recall = 0.0, 0, 0, 0.0
+    i = 0
+    while i < len(order):
+        # All items tied at this score enter together: a threshold cannot split them.
+        j = i
+        while j < len(order) and scores[order[j]] == scores[order[i]]:
+            tp += 1 if labels[order[j]] else 0
+            seen += 1
+            j += 1
+        recall = tp / pos
+        ap += (recall - prev_recall) * (tp / seen)
+        prev_recall = recall
+        i = j
+    return ap
+
+
+@dataclass
+class CategoryRec:
+    name: str
+    positives: int
+    predicted: int
+    hits: int
+    precision: float | None
+    recall: float | None
+    ap: float | None
+
+
+@dataclass
+class RecResult:
+    """REC#1 and its parts; fractions in [0, 1]."""
+
+    rec1: float | None
+    micro_precision: float | None
+    micro_recall: float | None
+    micro_f1: float | None
+    frames: int
+    categories_scored: int
+    categories_absent: list[str]
+    per_category: list[CategoryRec]
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        """A plain-text table: one row per category with positives, then the totals."""
+
+        def pct(x: float | None) -> str:
+            return "   -  " if x is None else f"{100 * x:6.2f}"
+
+        rows = [f"{'category':<18} {'pos':>6} {'pred':>6} {'hit':>6} {'P%':>6} {'R%':>6} {'AP%':>6}"]
+        for c in self.per_category:
+            if c.positives or c.predicted:
+                rows.append(
+                    f"{c.name:<18} {c.positives:>6} {c.predicted:>6} {c.hits:>6} "
+                    f"{pct(c.precision)} {pct(c.recall)} {pct(c.ap)}"
+                )
+        rows.append(
+            f"REC#1 (mAP over {self.categories_scored} sounding categories, {self.frames} frames): "
+            f"{pct(self.rec1).strip()}%  micro P {pct(self.micro_precision).strip()}%  "
+            f"R {pct(self.micro_recall).strip()}%  F1 {pct(self.micro_f1).strip()}%"
+        )
+        return "\n".join(rows)
+
+
+def rec1(frames: Iterable[tuple[set[str], set[str]]], categories: Sequence[str]) -> RecResult:
+    """REC#1 from ``(cued categories, sounding categories)`` per frame (see the module docstring)."""
+    frames = list(frames)
+    known = set(categories)
+    for cued, truth in frames:
+        stray = (cued | truth) - known
+        if stray:
+            raise TesoError(f"REC: categories {sorted(stray)} are not in the vocabulary")
+    per = []
+    tp_all = pred_all = pos_all = 0
+    for c in categories:
+        labels = [1 if c in truth else 0 for _, truth in frames]
+        scores = [1.0 if c in cued else 0.0 for cued, _ in frames]
+        pos, pred = sum(labels), int(sum(scores))
+        hits = sum(1 for y, s in zip(labels, scores) if y and s)
+        per.append(
+            CategoryRec(
+                c, pos, pred, hits,
+                hits / pred if pred else None,
+                hits / pos if pos else None,
+                average_precision(scores, labels),
+            )
+        )  # fmt: skip
+        tp_all += hits
+        pred_all += pred
+        pos_all += pos
+    aps = [c.ap for c in per if c.ap is not None]
+    p = tp_all / pred_all if pred_all else None
+    r = tp_all / pos_all if pos_all else None
+    f1 = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
+    return RecResult(
+        rec1=sum(aps) / len(aps) if aps else None,
+        micro_precision=p,
+        micro_recall=r,
+        micro_f1=f1,
+        frames=len(frames),
+        categories_scored=len(aps),
+        categories_absent=[c.name for c in per if c.positives == 0],
+        per_category=per,
+    )
+
+
+def synth_truth(clip_dir: Path, num_frames: int) -> list[set[str]]:
+    """Sounding categories per frame from a SynthAVS ``truth.json``."""
+    path = clip_dir / "truth.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        objects = data["objects"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise TesoError(
+            f"{path}: cannot read the ground truth ({err}); expected {{'objects': [...]}}"
+        ) from err
+    out: list[set[str]] = [set() for _ in range(num_frames)]
+    for obj in objects:
+        flags = obj.get("sounding")
+        if not isinstance(flags, list) or len(flags) < num_frames:
+            raise TesoError(f"{path}: object {obj.get('category')!r} needs {num_frames} 'sounding' flags")
+        for t in range(num_frames):
+            if flags[t]:
+                out[t].add(str(obj["category"]))
+    return out

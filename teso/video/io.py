@@ -1,0 +1,293 @@
+"""Frames at 1 fps from an mp4 or a folder of images, and the mp4's audio track.
+
+Which frame stands for second ``t`` (video input)
+    AVSBench extracted, for second ``t`` of a clip, the frame shown at about 15/16 of that second.
+    :func:`read_frames` takes, for output frame ``k`` at rate ``fps``, the decoded frame whose
+    presentation time is **nearest to** ``(k + 15/16) / fps`` seconds; at ``fps = 1`` that is the
+    frame nearest ``t + 0.9375 s``. Times are compared as exact fractions of the stream's time base,
+    and a tie (e.g. 24 fps: frames 22 and 23 of a second lie 1/48 s either side) goes to the
+    **earlier** frame, so the choice is deterministic.
+
+How many seconds ``T`` a video has
+    The decoded video ends at ``end = pts(last frame) + duration(last frame)``; ``T = floor(end *
+    fps)`` output frames (at 1 fps: the whole seconds of video). A video shorter than one second
+    (``T = 0``) is an error. When the container declares a longer duration than the frames that
+    actually decode, the file is truncated and that is an error too, never a shorter clip.
+
+A folder of images
+    Every ``.jpg/.jpeg/.png/.bmp/.webp`` file in it is one frame, ordered by the **last integer in
+    the file name** (``0.jpg, 1.jpg, ..., 10.jpg``; ``name_1.png``; MS3's ``{video_id}.mp4_{k}.png``),
+    not alphabetically. The folder is taken to be already at 1 fps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from teso.errors import TesoError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+# The fraction of a second at which AVSBench's preprocessing took its frame.
+FRAME_PHASE = Fraction(15, 16)
+AUDIO_SAMPLE_RATE = 16000
+# Decoded frames may stop this far short of the declared duration before we call the file truncated:
+# muxers round the last frame's duration, one frame or 50 ms is rounding, more is missing data.
+_TRUNCATION_SLACK_S = Fraction(1, 20)
+
+_LAST_INT = re.compile(r"(\d+)(?!.*\d)")
+
+
+@dataclass
+class VideoClip:
+    """One decoded mp4.
+
+    Attributes:
+        frames: ``[T, H, W, 3]`` uint8 RGB, one frame per second (see the module doc for which).
+        audio: ``[N]`` float32 mono at ``sample_rate`` Hz (the whole track, as decoded; it is not
+            cut or padded to ``T`` seconds — :func:`teso.audio.per_second_examples` does that).
+        sample_rate: 16000.
+        seconds: ``T``, the whole seconds of video.
+        fps: the source video's average frame rate (frames per second of the file, not of ``frames``).
+        path: the file read.
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    sample_rate: int
+    seconds: int
+    fps: float
+    path: Path
+
+
+def frame_index_from_name(name: str) -> int | None:
+    """The last integer in a file name without its extension (``"vid.mp4_3.png" -> 3``), or None."""
+    match = _LAST_INT.search(Path(name).stem)
+    return int(match.group(1)) if match else None
+
+
+def list_image_frames(folder: str | os.PathLike) -> list[Path]:
+    """The image files of ``folder`` in frame order (by the last integer in each name).
+
+    Raises:
+        TesoError: not a folder, no images, an image name without a number, or two images with the
+            same number.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TesoError(f"{folder}: expected a folder of frame images")
+    images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        raise TesoError(
+            f"{folder}: no frame images found "
+            f"(expected files ending in {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    numbered: dict[int, Path] = {}
+    for path in images:
+        index = frame_index_from_name(path.name)
+        if index is None:
+            raise TesoError(
+                f"{path}: a frame image name must contain its frame number (e.g. 0.jpg, name_1.png)"
+            )
+        if index in numbered:
+            raise TesoError(f"{path}: frame number {index} is also used by {numbered[index].name}")
+        numbered[index] = path
+    return [numbered[i] for i in sorted(numbered)]
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """One image file -> ``[H, W, 3]`` uint8 RGB. TesoError naming the file when missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise TesoError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise TesoError(f"{path}: not a readable image ({exc})") from exc
+
+
+def _read_folder(folder: Path) -> np.ndarray:
+    paths = list_image_frames(folder)
+    frames = []
+    for path in paths:
+        rgb = read_image_rgb(path)
+        if frames and rgb.shape != frames[0].shape:
+            raise TesoError(
+                f"{path}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from "
+                f"{paths[0].name} ({frames[0].shape[1]}x{frames[0].shape[0]}); "
+                "all frames of a clip must match"
+            )
+        frames.append(rgb)
+    return np.stack(frames)
+
+
+def _open_container(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise TesoError(f"{path}: video file not found")
+    if not path.is_file():
+        raise TesoError(f"{path}: expected a video file, found a directory or special file")
+    if path.stat().st_size == 0:
+        raise TesoError(f"{path}: the file is empty (0 bytes); expected an mp4 video")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise TesoError(
+            f"{path}: not a readable video container; the file is truncated or corrupt ({exc})"
+        ) from exc
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.VideoStream) -> Fraction | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return Fraction(stream.duration) * stream.time_base
+    if container.duration is not None:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
+    """Stream-decode the first video stream, keeping only the frames nearest the target times.
+
+    Returns ``([T, H, W, 3] uint8, source fps)``.
+    """
+    container = _open_container(path)
+    try:
+        if not container.streams.video:
+            raise TesoError(f"{path}: the file has no video stream (expected an mp4 with video)")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base or Fraction(1, 1)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        source_fps = float(rate) if rate else float("nan")
+        nominal_step = Fraction(1) / Fraction(rate) if rate else None
+
+        picked: list[np.ndarray] = []
+        prev: tuple[Fraction, av.VideoFrame] | None = None
+        k = 0  # next output frame to choose
+        end: Fraction | None = None
+        count = 0
+
+        def target(i: int) -> Fraction:
+            return (i + FRAME_PHASE) / fps
+
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is not None:
+                    t = Fraction(frame.pts) * time_base
+                elif nominal_step is not None:
+                    t = count * nominal_step
+                else:
+                    raise TesoError(f"{path}: video frames carry no timestamps and the stream no frame rate")
+                count += 1
+                step = Fraction(frame.duration) * time_base if frame.duration else nominal_step
+                end = t + step if step is not None else t
+                # Every target lying between the previous frame and this one is decided now.
+                while prev is not None and target(k) < t:
+                    tk = target(k)
+                    best = prev[1] if (tk - prev[0]) <= (t - tk) else frame
+                    picked.append(best.to_ndarray(format="rgb24"))
+                    k += 1
+                prev = (t, frame)
+        except av.error.FFmpegError as exc:
+            raise TesoError(f"{path}: the video stream is corrupt or truncated ({exc})") from exc
+
+        if prev is None or end is None:
+            raise TesoError(f"{path}: the video stream decodes to no frames (empty or truncated file)")
+        declared = _declared_duration(container, stream)
+        slack = max(_TRUNCATION_SLACK_S, nominal_step or Fraction(0))
+        if declared is not None and end + slack < declared:
+            raise TesoError(
+                f"{path}: the file is truncated: it declares {float(declared):.3f} s of video but frames "
+                f"decode only up to {float(end):.3f} s"
+            )
+        total = math.floor(end * fps)
+        if total < 1:
+            raise TesoError(
+                f"{path}: the video is {float(end):.3f} s long; at least {float(1 / fps):.3f} s "
+                f"(one output frame at {float(fps):g} fps) is needed"
+            )
+        # The remaining targets (before ``end``) all fall on the last frame.
+        last = None
+        while k < total:
+            if last is None:
+                last = prev[1].to_ndarray(format="rgb24")
+            picked.append(last)
+            k += 1
+    finally:
+        container.close()
+    return np.stack(picked[:total]).astype(np.uint8, copy=False), source_fps
+
+
+def read_frames(source: str | os.PathLike, fps: float = 1.0) -> np.ndarray:
+    """Frames of a video file or a folder of images as ``[T, H, W, 3]`` uint8 RGB.
+
+    Video: ``T = floor(duration * fps)``; output frame ``k`` is the decoded frame nearest to
+    ``(k + 15/16) / fps`` s (ties go to the earlier frame) — see the module doc. Folder: every
+    image, ordered by the number in its name; ``fps`` must then be 1 (a folder is taken to be at
+    1 fps already and is never resampled).
+
+    Raises:
+        TesoError: missing/empty/truncated/corrupt file, no video stream, shorter than ``1 / fps``
+            s, an empty folder, unreadable images, or frames of different sizes.
+    """
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not fps > 0:
+        raise TesoError(f"fps must be a positive number of frames per second, got {fps!r}")
+    path = Path(source)
+    if path.is_dir():
+        if fps != 1:
+            raise TesoError(
+                f"{path}: a folder of frames is read as stored (1 frame per second); fps={fps!r} "
+                "cannot be applied to it (pass fps=1)"
+            )
+        return _read_folder(path)
+    return _decode_selected(path, Fraction(fps).limit_denominator(1_000_000))[0]
+
+
+def read_video(path: str | os.PathLike) -> VideoClip:
+    """An mp4 (or any container with video and audio) -> :class:`VideoClip` at 1 fps and 16 kHz.
+
+    The frames come from :func:`read_frames` at 1 fps; the audio from
+    :func:`teso.audio.load_audio` (16 kHz mono float32). ``read_video`` needs an audio stream —
+    use :func:`read_frames` for a silent video.
+
+    Raises:
+        TesoError: missing, truncated or corrupt file, no video stream, no audio stream, shorter
+            than one second.
+    """
+    from teso.audio import load_audio
+
+    path = Path(path)
+    if path.is_dir():
+        raise TesoError(
+            f"{path}: read_video needs a video file with audio; use read_frames for a folder of images"
+        )
+    container = _open_container(path)
+    try:
+        has_video = bool(container.streams.video)
+        has_audio = bool(container.streams.audio)
+    finally:
+        container.close()
+    if not has_video:
+        raise TesoError(f"{path}: the file has no video stream (expected an mp4 with video and audio)")
+    if not has_audio:
+        raise TesoError(
+            f"{path}: the file has no audio stream; read_video needs audio (use read_frames for video only)"
+        )
+    frames, source_fps = _decode_selected(path, Fraction(1))
+    audio = load_audio(path, target_sr=AUDIO_SAMPLE_RATE)
+    return VideoClip(
+        frames=frames,
+        audio=audio,
+        sample_rate=AUDIO_SAMPLE_RATE,
+        seconds=int(frames.shape[0]),
+        fps=source_fps,
+        path=path,
+    )

@@ -1,0 +1,337 @@
+"""The assembled TeSO model (tiny variant, CPU): shapes, gradients, freezing, equivalence with plain
+Mask2Former, adapters, ablation switches, the caching predictor and the paper variant's shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Mask2FormerForUniversalSegmentation
+
+from teso.errors import TesoError
+from teso.model import (
+    TeSOPredictor,
+    TeSOTargets,
+    build_teso,
+    get_variant,
+    mask2former_config,
+)
+
+SIZE = 64  # smaller than the tiny variant's 128 px: every test here is about wiring, not accuracy
+
+
+def _config(**ablation):
+    config = get_variant("tiny", image_size=SIZE)
+    for key, value in ablation.items():
+        setattr(config.ablation, key, value)
+    return config
+
+
+def _inputs(b: int = 1, t: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randn(b, t, 3, SIZE, SIZE, generator=g)
+    audio = torch.randn(b, t, 1, 96, 64, generator=g)
+    text = torch.randn(b, t, 4, 384, generator=g)
+    count = torch.tensor([[3, 1, 0, 4, 2][:t]] * b)
+    return frames, audio, text, count
+
+
+def _wake(model, std: float = 0.2) -> None:
+    """Replace the zero inits (adapter up-projections, PMQS output layers) so every part has an effect."""
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            zero_init = ".up." in name or (name.startswith("pmqs.") and ("out_proj" in name or "ffn.2" in name))
+            if zero_init:
+                param.copy_(torch.randn(param.shape, generator=g) * std)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = build_teso(_config())
+    _wake(model)
+    return model.eval()
+
+
+def test_forward_backward_two_clips_of_five_frames():
+    torch.manual_seed(0)
+    model = build_teso(_config())
+    model.train()
+    frames, audio, text, count = _inputs(b=2, t=5)
+    masks = torch.zeros(2, 5, 32, 48, dtype=torch.long)
+    masks[:, :, 4:20, 8:30] = 1
+    masks[1, 3] = 0  # an annotated frame without sounding object
+    out = model(frames, audio, text, count, TeSOTargets(masks))
+    assert out.class_logits.shape == (2, 5, 12, 2)
+    assert out.mask_logits.shape == (2, 5, 12, SIZE // 4, SIZE // 4)
+    assert out.probs.shape == (2, 5, 1, SIZE // 4, SIZE // 4)
+    assert out.probs_at((32, 48)).shape == (2, 5, 1, 32, 48)
+    # a sum over queries of class prob × mask prob: >= 0, bounded by N_Q, not by 1
+    assert ((out.probs >= 0) & (out.probs <= 12)).all()
+    assert out.cue_keep.shape == (2, 5, 4) and out.cue_keep.dtype == torch.bool
+    assert out.xi.shape == (2, 5, 4) and out.infonce.dim() == 0 and out.infonce > 0
+    assert len(out.aux) == 2 and out.aux[0][1].shape == out.mask_logits.shape  # HF decoder_layers = 3
+    # padding cues are never kept: frame counts 3, 1, 0, 4, 2
+    for i, c in enumerate([3, 1, 0, 4, 2]):
+        assert not out.cue_keep[:, i, c:].any()
+    losses = out.losses
+    assert set(losses) == {"loss_mask", "loss_dice", "loss_class", "loss_aux", "loss_seg", "loss_infonce", "loss"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_aux"] > 0 and losses["loss_mask"] > 0
+    expected = losses["loss_mask"] + losses["loss_dice"] + losses["loss_class"] + losses["loss_aux"]
+    assert torch.allclose(losses["loss_seg"], expected)
+    assert torch.allclose(losses["loss"], losses["loss_seg"] + losses["loss_infonce"])
+    losses["loss"].backward()
+    for prefix in ("pmqs.", "sedam.", "audio_encoder.", "text_proj.", "foundation.m2f.model.pixel_level_module"):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix) and p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), prefix
+
+
+def test_unannotated_frames_do_not_count(tiny):
+    frames, audio, text, count = _inputs(t=2)
+    masks = torch.zeros(1, 2, 16, 16, dtype=torch.long)
+    masks[0, 0, 2:9, 2:9] = 1
+    annotated = torch.tensor([[True, False]])
+    other = masks.clone()
+    other[0, 1] = 1  # ground truth of the unannotated frame changes
+    with torch.no_grad():
+        visual = tiny.encode_visual(frames)
+        torch.manual_seed(5)
+        a = tiny.decode(visual, audio, text, count, TeSOTargets(masks, annotated)).losses
+        torch.manual_seed(5)
+        b = tiny.decode(visual, audio, text, count, TeSOTargets(other, annotated)).losses
+        torch.manual_seed(5)
+        c = tiny.decode(visual, audio, text, count, TeSOTargets(other)).losses
+        none = tiny.decode(visual, audio, text, count, TeSOTargets(masks, torch.zeros(1, 2, dtype=torch.bool)))
+    assert torch.equal(a["loss_seg"], b["loss_seg"])
+    assert not torch.equal(a["loss_seg"], c["loss_seg"])
+    assert none.losses["loss_seg"] == 0
+
+
+def test_frozen_foundation_trains_exactly_the_new_parts_by_name():
+    config = _config()
+    config.freeze_foundation = True
+    config.audio.encoder = "vggish"  # frozen VGGish must not train either
+    torch.manual_seed(0)
+    model = build_teso(config)
+    _wake(model)
+    model.train()
+    frames, audio, text, count = _inputs(t=2)
+    masks = torch.zeros(1, 2, 16, 16, dtype=torch.long)
+    masks[..., 3:10, 3:10] = 1
+    model(frames, audio, text, count, TeSOTargets(masks)).losses["loss"].backward()
+    allowed = ("foundation.adapters.", "foundation.m2f.class_predictor.", "audio_proj.", "text_proj.", "sedam.", "pmqs.")
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert with_grad == trainable
+    assert all(n.startswith(allowed) for n in with_grad), sorted(n for n in with_grad if not n.startswith(allowed))
+    for prefix in allowed:
+        assert any(n.startswith(prefix) for n in with_grad), prefix
+    assert not any(n.startswith(("audio_encoder.", "foundation.m2f.model.")) for n in with_grad)
+    groups = model.parameter_groups()
+    adapters = [p for n, p in model.named_parameters() if n.startswith("foundation.adapters.")]
+    assert {id(p) for p in groups["visual"]} == {id(p) for p in adapters}
+    assert model.foundation.m2f.training is False  # frozen foundation runs as at inference
+    # The switch unfreezes everything (but the frozen VGGish).
+    config.freeze_foundation = False
+    free = build_teso(config)
+    assert all(p.requires_grad for n, p in free.named_parameters() if not n.startswith("audio_encoder."))
+
+
+def test_visual_only_with_fresh_adapters_equals_plain_mask2former():
+    torch.manual_seed(0)
+    model = build_teso(_config(text=False, audio=False)).eval()
+    assert model.sedam is None and model.pmqs is None and model.audio_encoder is None and model.text_proj is None
+    plain = Mask2FormerForUniversalSegmentation(mask2former_config(model.config.visual, 1)).eval()
+    result = plain.load_state_dict(model.foundation.m2f.state_dict(), strict=False)
+    assert result.missing_keys == ["criterion.empty_weight"] and not result.unexpected_keys
+    frames = _inputs(t=2)[0]
+    with torch.no_grad():
+        ours = model(frames, None, None, None)
+        ref = plain(pixel_values=frames.flatten(0, 1))
+    assert torch.equal(ours.mask_logits.flatten(0, 1), ref.masks_queries_logits)
+    assert torch.equal(ours.class_logits.flatten(0, 1), ref.class_queries_logits)
+    # Full TeSO, freshly built: adapters and PMQS start at zero, so the pre-trained behaviour is kept.
+    full = build_teso(_config()).eval()
+    full.foundation.m2f.load_state_dict(model.foundation.m2f.state_dict())
+    frames, audio, text, count = _inputs(t=2)
+    with torch.no_grad():
+        assert torch.allclose(full(frames, audio, text, count).mask_logits.flatten(0, 1), ref.masks_queries_logits)
+
+
+@pytest.mark.parametrize("site", ["swin", "pixel_decoder", "transformer_decoder"])
+def test_each_adapter_site_changes_the_output_once_up_is_nonzero(site):
+    torch.manual_seed(0)
+    model = build_teso(_config(text=False, audio=False)).eval()
+    names = [k for k in model.foundation.adapters if k.startswith(site + "_")]
+    expected = {"swin": 5, "pixel_decoder": 2, "transformer_decoder": 2}[site]  # depths 1+1+2+1, 2 enc, 3-1 dec
+    assert len(names) == expected
+    frames = _inputs(t=1)[0]
+    with torch.no_grad():
+        before = model(frames, None, None, None).mask_logits
+        for name in names:
+            torch.nn.init.normal_(model.foundation.adapters[name].up.weight, std=0.5)
+        after = model(frames, None, None, None).mask_logits
+    assert not torch.allclose(before, after)
+    # switching the site off builds no adapters there
+    config = _config(text=False, audio=False)
+    setattr(config.adapters, site, False)
+    assert not any(k.startswith(site + "_") for k in build_teso(config).foundation.adapters)
+
+
+def _run(model, audio, text, count, frames):
+    with torch.no_grad():
+        return model(frames, audio, text, count)
+
+
+@pytest.mark.parametrize(
+    "switch", ["full", "infonce", "dynamic_mask", "pmqs", "sedam", "text", "audio", "text_and_audio"]
+)
+def test_ablation_switch(switch):
+    ablation = {
+        "full": {},
+        "infonce": {"infonce": False},
+        "dynamic_mask": {"dynamic_mask": False},
+        "pmqs": {"pmqs": False},
+        "sedam": {"sedam": False},
+        "text": {"text": False},
+        "audio": {"audio": False},
+        "text_and_audio": {"text": False, "audio": False},
+    }[switch]
+    torch.manual_seed(0)
+    model = build_teso(_config(**ablation))
+    _wake(model)
+    model.eval()
+    frames, audio, text, count = _inputs(t=2)
+    valid = torch.arange(4) < count[..., None]
+    a_in = None if switch in ("audio", "text_and_audio") else audio
+    t_in = None if switch in ("text", "text_and_audio") else text
+    c_in = None if t_in is None else count
+    out = _run(model, a_in, t_in, c_in, frames)
+    assert out.mask_logits.shape == (1, 2, 12, SIZE // 4, SIZE // 4) and torch.isfinite(out.mask_logits).all()
+    other_audio = torch.randn_like(audio) * 3
+    other_text = torch.randn_like(text)
+    listens = not torch.allclose(_run(model, other_audio, t_in, c_in, frames).mask_logits, out.mask_logits)
+    reads = not torch.allclose(_run(model, a_in, other_text, c_in, frames).mask_logits, out.mask_logits)
+    if switch == "infonce":
+        masks = torch.zeros(1, 2, 16, 16, dtype=torch.long)
+        masks[..., 2:8, 2:8] = 1
+        with torch.no_grad():
+            losses = model(frames, audio, text, count, TeSOTargets(masks)).losses
+        assert losses["loss_infonce"] > 0 and torch.equal(losses["loss"], losses["loss_seg"])
+    if switch == "dynamic_mask":
+        assert torch.equal(out.cue_keep, valid)  # only padding masked, whatever ξ says
+    if switch == "full":
+        assert torch.equal(out.cue_keep, valid & (out.xi > 0))
+        assert listens and reads
+    if switch == "pmqs":
+        assert model.pmqs is None and model.sedam is not None
+        assert listens and reads  # the appended tokens steer the queries through the decoder
+    if switch == "sedam":
+        assert model.sedam is None and model.pmqs is not None and out.infonce == 0
+        assert torch.equal(out.cue_keep, valid) and listens and reads
+    if switch == "text":
+        assert model.text_proj is None and not out.cue_keep.any() and out.infonce > 0
+        assert listens and not reads
+    if switch == "audio":
+        assert model.audio_encoder is None and model.audio_proj is None and out.infonce == 0
+        assert torch.equal(out.cue_keep, valid) and reads and not listens
+    if switch == "text_and_audio":
+        assert not listens and not reads and model.sedam is None and model.pmqs is None
+    if switch not in ("audio", "text_and_audio"):
+        with pytest.raises(TesoError, match="audio"):
+            model(frames, None, t_in, c_in)
+
+
+def test_bad_inputs_raise_clear_errors(tiny):
+    frames, audio, text, count = _inputs(t=2)
+    with pytest.raises(TesoError, match="frames"):
+        tiny(frames[0], audio, text, count)
+    with pytest.raises(TesoError, match="audio"):
+        tiny(frames, audio[:, :1], text, count)
+    with pytest.raises(TesoError, match="d_T=384"):
+        tiny(frames, audio, text[..., :100], count)
+    with pytest.raises(TesoError, match="text_count"):
+        tiny(frames, audio, text, count + 5)
+
+
+def test_predictor_reuses_the_visual_encoding(tiny):
+    frames, audio, text, count = _inputs(t=3)
+    calls = []
+    handle = tiny.foundation.m2f.model.pixel_level_module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            full = tiny(frames, audio, text, count)
+            muted = tiny(frames, torch.zeros_like(audio), text, count)
+        calls.clear()
+        predictor = TeSOPredictor(tiny)
+        predictor.set_clip(frames[0])
+        probs = predictor.predict(audio[0], text[0], count[0])
+        probs_muted = predictor.predict(torch.zeros_like(audio[0]), text[0], count[0])
+        probs_big = predictor.predict(audio[0], text[0], count[0], size=(40, 30))
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # one visual encoding for three predictions
+    assert torch.allclose(probs, full.probs[0], atol=1e-6)
+    assert torch.allclose(probs_muted, muted.probs[0], atol=1e-6)
+    assert not torch.allclose(probs, probs_muted)
+    assert probs_big.shape == (3, 1, 40, 30)
+    with pytest.raises(TesoError, match="3 frames"):
+        predictor.predict(audio[0, :2], text[0, :2], count[0, :2])
+    uint8 = torch.randint(0, 256, (2, 50, 70, 3), dtype=torch.uint8)
+    predictor.set_clip(uint8)
+    assert predictor.num_frames == 2
+
+
+def test_paper_variant_has_the_papers_shapes():
+    torch.manual_seed(0)
+    config = get_variant("swin-base-ade")
+    model = build_teso(config).eval()  # random weights: no download
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    swin = "foundation.m2f.model.pixel_level_module.encoder.swin."
+    assert shapes[swin + "embeddings.patch_embeddings.projection.weight"] == (128, 3, 4, 4)
+    for stage, (depth, heads) in enumerate(zip([2, 2, 18, 2], [4, 8, 16, 32])):
+        blocks = {n.split(".")[8] for n in shapes if n.startswith(f"{swin}encoder.layers.{stage}.blocks.")}
+        assert len(blocks) == depth
+        table = shapes[f"{swin}encoder.layers.{stage}.blocks.0.attention.relative_position_bias.relative_position_bias_table"]
+        assert table == ((2 * 12 - 1) ** 2, heads)
+    tm = "foundation.m2f.model.transformer_module."
+    assert shapes[tm + "queries_features.weight"] == (100, 256)
+    assert shapes["foundation.m2f.class_predictor.weight"] == (2, 256)
+    assert len(model.foundation.m2f.model.transformer_module.decoder.layers) == 9
+    assert len(model.foundation.m2f.model.pixel_level_module.decoder.encoder.layers) == 6
+    assert len([k for k in model.foundation.adapters if k.startswith("swin_")]) == 24
+    assert shapes["foundation.adapters.swin_23.down.weight"] == (256, 1024)
+    assert shapes["text_proj.net.0.weight"] == (256, 1024) and shapes["audio_proj.net.0.weight"] == (256, 128)
+    assert shapes["sedam.latent_proj.weight"] == (4 * 256, 256) and len(model.sedam.layers) == 4
+    assert len(model.pmqs.layers) == 4 and model.pmqs.layers[0].attn.num_heads == 8
+    assert shapes["audio_encoder.net.embeddings.4.weight"] == (128, 4096)  # VGGish
+    frames = torch.randn(1, 1, 3, 384, 384)
+    with torch.no_grad():
+        out = model(frames, torch.randn(1, 1, 1, 96, 64), torch.randn(1, 1, 4, 1024), torch.tensor([[2]]))
+    assert out.mask_logits.shape == (1, 1, 100, 96, 96) and out.class_logits.shape == (1, 1, 100, 2)
+
+
+def test_pretrained_foundation_from_a_local_directory(tmp_path):
+    config = _config()
+    torch.manual_seed(3)
+    source = Mask2FormerForUniversalSegmentation(mask2former_config(config.visual, num_classes=7))
+    source.save_pretrained(tmp_path / "m2f")
+    config.visual.pretrained = str(tmp_path / "m2f")
+    config.num_classes = 1
+    model = build_teso(config)
+    ours = model.foundation.m2f.state_dict()
+    for key, value in source.state_dict().items():
+        if not key.startswith(("class_predictor", "criterion")):
+            assert torch.equal(ours[key], value), key
+    assert model.foundation.class_head.weight.shape == (2, 64)  # new head: 1 class + no object
+    # Without load_pretrained (what load_checkpoint does) the weights are not read.
+    assert not torch.equal(build_teso(config, load_pretrained=False).foundation.m2f.state_dict()[key], ours[key])
+
+    config.visual.pretrained = str(tmp_path / "missing")
+    with pytest.raises(TesoError, match="missing: no such directory"):
+        build_teso(config)
+    config.visual.pretrained = str(tmp_path / "m2f")
+    config.visual.num_queries = 20
+    with pytest.raises(TesoError, match="num_queries"):
+        build_teso(config)
