@@ -51,14 +51,18 @@ def numpy_vectorised(x: np.ndarray) -> np.ndarray:
     return out.reshape(n_examples, 1, 96, 64)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: first-call allocations and FFT plans are not throughput
-    times = []
+def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function; the runs are interleaved (a, b, c, a, b, c, ...) so that a
+    change in machine load during the benchmark hits every implementation alike."""
+    for fn in fns.values():
+        fn()  # warm-up: first-call allocations and FFT plans are not throughput
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -84,13 +88,19 @@ def main() -> None:
 
     audio_s = float(args.seconds)
     batch_s = float(clips.size) / SR
-    t_torch = timed(lambda: log_mel_examples(x, SR), args.repeats)
-    t_batch = timed(lambda: log_mel_examples(clips, SR), args.repeats)
-    t_vec = timed(lambda: numpy_vectorised(x), args.repeats)
-    t_loop = timed(lambda: numpy_loop(x), max(1, args.repeats // 2))
+    t = timed(
+        {
+            "torch": lambda: log_mel_examples(x, SR),
+            "batch": lambda: log_mel_examples(clips, SR),
+            "vec": lambda: numpy_vectorised(x),
+            "loop": lambda: numpy_loop(x),
+        },
+        args.repeats,
+    )
+    t_torch, t_batch, t_vec, t_loop = t["torch"], t["batch"], t["vec"], t["loop"]
 
     print(
-        f"log-mel throughput, {args.seconds} s of 16 kHz audio, median of {args.repeats} runs, "
+        f"log-mel throughput, {args.seconds} s of 16 kHz audio, median of {args.repeats} interleaved runs, "
         f"torch {torch.__version__} with {torch.get_num_threads()} thread(s), numpy {np.__version__}"
     )
     rows = [

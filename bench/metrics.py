@@ -4,7 +4,10 @@ The loop implementation is written the way AVSBench's reference evaluates (a Pyt
 inside ``_eval_pr``, over the 255 thresholds); both run in the same process on the same data, and the
 script prints both times, their ratio and the largest difference of the results.
 
-    python bench/metrics.py [--frames 200] [--size 224] [--repeats 3] [--out result.json]
+    python bench/metrics.py [--frames 200] [--size 224] [--repeats 3] [--threads N] [--out result.json]
+
+On a shared machine use ``--threads 1``: the loop code issues ~200k small parallel operations whose
+thread synchronisation slows down badly when other jobs compete for the cores.
 """
 
 from __future__ import annotations
@@ -119,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads: expected a positive integer")
+        torch.set_num_threads(args.threads)
     r = benchmark_metrics(args.frames, args.size, args.repeats, args.seed)
     print(f"AVSBench mIoU + F-score, {r['frames']} frames of {r['size']}x{r['size']}, {r['threads']} threads")
     rows = [

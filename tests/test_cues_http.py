@@ -123,7 +123,8 @@ def test_concurrent_requests_overlap(tmp_path):
         elapsed = time.perf_counter() - start
     assert s.done == 20 and s.failed == 0
     assert srv.max_inflight >= 4
-    assert elapsed < 20 * 0.1 / 3  # serial would take 2 s
+    # Serial requests would take at least 20 x 0.1 s; the margin absorbs a busy 2-core machine.
+    assert elapsed < 0.8 * 20 * 0.1
 
 
 def test_openai_captioner_sends_each_frame_and_vlm_reasoner(tmp_path, cli):
@@ -207,7 +208,7 @@ def test_killed_process_resumes_to_the_same_cues(tmp_path, cli):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "x"}
     with FakeOpenAI(delay=0.1) as srv:
-        assert cli(["cues", "caption", str(root), "--no-progress"]) == 0
+        assert cli(["cues", "caption", str(root), "--no-progress", "--store", "killed"]) == 0
         base = [sys.executable, "-c", script, "cues", "reason", str(root), "--base-url", srv.url, "--model", "m",
                 "--concurrency", "2", "--no-progress"]  # fmt: skip
         proc = subprocess.Popen([*base, "--store", "killed"], env=env, cwd=REPO,
@@ -215,6 +216,7 @@ def test_killed_process_resumes_to_the_same_cues(tmp_path, cli):
         path = root / "cues" / "killed" / "reasoning.jsonl"
         deadline = time.time() + 30
         while time.time() < deadline and (not path.exists() or path.read_text().count("\n") < 4):
+            assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.02)
         proc.kill()
         proc.wait()

@@ -453,3 +453,27 @@ def test_semantic_matches_the_reference_loop_on_random_data():
     expected = loop_semantic(scores.argmax(1), gt, 71)
     assert (r["miou"], r["fscore"]) == pytest.approx(expected, abs=1e-6)
     assert sum(c > 0 for c in r["class_frames"]) > 6  # wrong predictions spread over other classes too
+
+
+def test_closed_form_threshold_index_equals_bucketize_including_exact_ties():
+    t = reference_thresholds()
+    ties = torch.cat(
+        [
+            t,
+            torch.nextafter(t, torch.tensor(-1.0)).clamp(min=0),
+            torch.nextafter(t, torch.tensor(2.0)).clamp(max=1),
+            torch.tensor([0.0, 1.0, 1e-30, 0.99999994, 0.5]),
+            torch.rand(2000, generator=torch.Generator().manual_seed(10)),
+        ]
+    )
+    gt = torch.zeros_like(ties, dtype=torch.bool)
+    gt[::3] = True
+    for prob in (ties, ties.double()):
+        fast = threshold_counts(prob.view(1, -1), gt.view(1, -1), t)
+        # a threshold tensor that is not the reference grid takes the plain bucketize path
+        plain_bounds = torch.cat([t[:-1], torch.tensor([1.0 + 1e-6])])
+        slow = threshold_counts(prob.view(1, -1), gt.view(1, -1), plain_bounds)
+        assert torch.equal(fast[0][:, :-1], slow[0][:, :-1]) and torch.equal(fast[1][:, :-1], slow[1][:, :-1])
+        exact_pos = torch.stack([(prob >= th).sum() for th in t.to(prob.dtype)])
+        exact_tp = torch.stack([((prob >= th) & gt).sum() for th in t.to(prob.dtype)])
+        assert torch.equal(fast[0][0], exact_pos) and torch.equal(fast[1][0], exact_tp)

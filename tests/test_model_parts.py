@@ -54,9 +54,18 @@ def test_variants_registry_and_overrides():
         get_variant("huge")
     paper = get_variant("swin-base-ade")
     assert paper.visual.pretrained is None  # random unless the user names the weights
-    assert (paper.visual.embed_dim, paper.visual.depths, paper.visual.num_heads) == (128, [2, 2, 18, 2], [4, 8, 16, 32])
+    assert (paper.visual.embed_dim, paper.visual.depths, paper.visual.num_heads) == (
+        128,
+        [2, 2, 18, 2],
+        [4, 8, 16, 32],
+    )
     assert (paper.visual.window_size, paper.visual.image_size, paper.visual.num_queries) == (12, 384, 100)
-    assert (paper.text.dim, paper.text.num_cues, paper.audio.dim, paper.sedam.num_latents) == (1024, 4, 128, 4)
+    assert (paper.text.dim, paper.text.num_cues, paper.audio.dim, paper.sedam.num_latents) == (
+        1024,
+        4,
+        128,
+        4,
+    )
     assert paper.freeze_foundation and paper.audio.encoder == "vggish" and paper.audio.freeze
     # Every Swin stage of both variants tiles exactly into windows at the variant's own size.
     for name in list_variants():
@@ -110,7 +119,9 @@ def test_dynamic_mask_on_hand_made_inputs():
     assert out.tokens.shape == (2, 4, 4) and out.latents.shape == (2, 2, 4)
     # The rule itself: kept iff real and ξ > 0 (ξ = 0 is not kept).
     xi = torch.tensor([[0.3, -0.1, 0.0, 2.0]])
-    assert dynamic_keep(xi, torch.tensor([[True, True, True, False]])).tolist() == [[True, False, False, False]]
+    assert dynamic_keep(xi, torch.tensor([[True, True, True, False]])).tolist() == [
+        [True, False, False, False]
+    ]
     # "(−) dynamic mask": only the padding is masked.
     no_dyn = _hand_made_sedam(dynamic=False)
     assert torch.equal(no_dyn(audio, text, valid).cue_keep, valid)

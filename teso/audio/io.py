@@ -115,9 +115,12 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
         if not container.streams.audio:
             raise TesoError(f"{path}: the file has no audio stream (expected a container with audio)")
         stream = container.streams.audio[0]
+        # Only the MP4/MOV demuxer takes durations from an index (exact); elsewhere (VBR mp3, ...)
+        # FFmpeg may estimate them from the bitrate, which must not be mistaken for truncation.
+        indexed = "mp4" in container.format.name.split(",") or "mov" in container.format.name.split(",")
         declared = (
             float(stream.duration * stream.time_base)
-            if stream.duration is not None and stream.time_base is not None
+            if indexed and stream.duration is not None and stream.time_base is not None
             else None
         )
         frame_size = int(stream.codec_context.frame_size or 0)
@@ -145,8 +148,8 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     if len(channels) != 1:
         raise TesoError(f"{path}: the channel count changes mid-stream ({sorted(channels)})")
     planar = np.concatenate(chunks, axis=1)  # [C, N]
-    # A file cut inside its sample data often decodes without any FFmpeg error, just shorter than its
-    # header says; compare with the declared duration (slack: codec padding of up to two frames).
+    # An mp4 cut inside its sample data often decodes without any FFmpeg error, just shorter than its
+    # index says; compare with the declared duration (slack: codec padding of up to two frames).
     if declared is not None and declared > 0:
         decoded = planar.shape[1] / rate
         slack = max(0.1, 2 * frame_size / rate)

@@ -75,7 +75,7 @@ def white_noise(waveform: Wave, snr_db: float, *, mode: str = "only", seed: int 
     if not np.isfinite(snr_db):
         raise TesoError(f"snr_db must be a finite number of dB, got {snr_db!r}")
     if isinstance(waveform, Tensor):
-        x = waveform.detach().cpu().numpy().astype(np.float64)
+        x = waveform.detach().to("cpu", torch.float64).numpy()
     else:
         x = waveform.astype(np.float64)
     if not np.isfinite(x).all():

@@ -54,7 +54,9 @@ _IRREGULAR = {
     "men": "man", "women": "woman", "children": "child", "people": "person", "geese": "goose",
     "mice": "mouse", "teeth": "tooth", "feet": "foot", "wolves": "wolf", "knives": "knife",
     "calves": "calf", "leaves": "leaf", "halves": "half", "shelves": "shelf", "oxen": "ox",
-    "policemen": "policeman", "firemen": "fireman", "fishermen": "fisherman",
+    "policemen": "policeman", "firemen": "fireman", "fishermen": "fisherman", "buses": "bus",
+    "gases": "gas", "lenses": "lens", "canvases": "canvas", "walruses": "walrus", "octopuses": "octopus",
+    "circuses": "circus", "choruses": "chorus", "cactuses": "cactus", "cacti": "cactus",
 }  # fmt: skip
 # Words that end in "s" but are singular (or identical in both numbers).
 _INVARIANT = {

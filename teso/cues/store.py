@@ -89,7 +89,6 @@ class CueStore:
         self.dir = self.root / "cues" / name
         self.captions_path = self.dir / "captions.jsonl"
         self.reasoning_path = self.dir / "reasoning.jsonl"
-        self._repaired: set[Path] = set()
 
     def features_dir(self, encoder: str) -> Path:
         return self.dir / "features" / encoder
@@ -109,9 +108,9 @@ class CueStore:
         return self._latest(self.reasoning_path)
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
-        if path not in self._repaired:
-            _repair_tail(path)
-            self._repaired.add(path)
+        # Checked before every append (one seek): cheap next to a model call, and it also covers a
+        # partial line left by another process that was killed while this one was running.
+        _repair_tail(path)
         append_line(path, json.dumps(record, ensure_ascii=False, sort_keys=True))
 
     def append_caption(self, record: dict[str, Any]) -> None:

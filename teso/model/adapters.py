@@ -69,7 +69,9 @@ def _swin_sites(backbone: nn.Module) -> Iterator[nn.Linear]:
         elif isinstance(getattr(getattr(module, "output", None), "dense", None), nn.Linear):
             yield module.output.dense
         else:
-            raise RuntimeError("SwinAttention without o_proj or output.dense: unsupported transformers version")
+            raise RuntimeError(
+                "SwinAttention without o_proj or output.dense: unsupported transformers version"
+            )
 
 
 def _pixel_decoder_sites(pixel_decoder: nn.Module) -> Iterator[nn.Linear]:

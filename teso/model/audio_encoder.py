@@ -66,7 +66,7 @@ class AudioEncoder(nn.Module):
     def forward(self, examples: torch.Tensor) -> torch.Tensor:
         if examples.dim() != 4 or tuple(examples.shape[1:]) != EXAMPLE_SHAPE:
             raise TesoError(
-                f"audio: expected log-mel examples [N, 1, 96, 64] (one per second), got {tuple(examples.shape)}"
+                f"audio: expected log-mel examples [N, 1, 96, 64] (one a second), got {tuple(examples.shape)}"
             )
         if self.frozen:
             with torch.no_grad():  # frozen: no graph through the 72 M-parameter VGGish

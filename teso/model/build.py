@@ -29,7 +29,9 @@ def build_teso(config: TeSOConfig | str, load_pretrained: bool = True) -> TeSO:
     audio_encoder = AudioEncoder(config.audio, load_weights=load_pretrained) if ab.audio else None
     audio_proj = Projection(config.audio.dim, d) if ab.audio else None
     text_proj = Projection(config.text.dim, d) if ab.text else None
-    sedam = SeDAM(d, config.sedam, dynamic_mask=ab.dynamic_mask) if ab.sedam and (ab.audio or ab.text) else None
+    sedam = (
+        SeDAM(d, config.sedam, dynamic_mask=ab.dynamic_mask) if ab.sedam and (ab.audio or ab.text) else None
+    )
     pmqs = PMQS(d, config.pmqs) if ab.pmqs and (ab.audio or ab.text) else None
     criterion = TeSOLoss(config.loss, config.num_classes, infonce=ab.infonce)
     return TeSO(config, foundation, audio_encoder, audio_proj, text_proj, sedam, pmqs, criterion)

@@ -44,7 +44,7 @@ class VisualConfig:
 
 @dataclass
 class AdapterConfig:
-    """Residual bottleneck adapters ``x + up(act(down(x)))`` on the foundation's attention outputs (SPEC §3)."""
+    """Residual bottleneck adapters ``x + up(act(down(x)))`` on the foundation's attention (SPEC §3)."""
 
     swin: bool = True  # (a) after every Swin window attention's output projection
     pixel_decoder: bool = True  # (b) after every pixel-decoder deformable attention's output_proj
@@ -151,7 +151,9 @@ class TeSOConfig:
         """Raise TesoError on values the model cannot be built with."""
         v = self.visual
         if v.image_size <= 0 or v.image_size % 32:
-            raise TesoError(f"config visual.image_size: expected a positive multiple of 32, got {v.image_size}")
+            raise TesoError(
+                f"config visual.image_size: expected a positive multiple of 32, got {v.image_size}"
+            )
         if len(v.depths) != 4 or len(v.num_heads) != 4:
             raise TesoError("config visual.depths / visual.num_heads: expected 4 Swin stages each")
         for i, heads in enumerate(v.num_heads):

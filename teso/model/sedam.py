@@ -61,7 +61,11 @@ class CrossModalLayer(nn.Module):
     def forward(self, text: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``text`` [N, N_T, d], ``latents`` [N, N_L, d] -> (updated text [N, N_T, d],
         scaled scores [N, H, N_T, N_L])."""
-        q, k, v = self._heads(self.q_proj(text)), self._heads(self.k_proj(latents)), self._heads(self.v_proj(latents))
+        q, k, v = (
+            self._heads(self.q_proj(text)),
+            self._heads(self.k_proj(latents)),
+            self._heads(self.v_proj(latents)),
+        )
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
         attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(text.shape)
         x = self.norm1(text + self.out_proj(attended))

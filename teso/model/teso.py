@@ -43,13 +43,17 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, image_size: int) -> tor
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(np.ascontiguousarray(frames))
     if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8:
-        raise TesoError(f"frames: expected uint8 RGB frames [..., H, W, 3], got {getattr(frames, 'dtype', frames)}")
+        raise TesoError(
+            f"frames: expected uint8 RGB frames [..., H, W, 3], got {getattr(frames, 'dtype', frames)}"
+        )
     if frames.dim() < 3 or frames.shape[-1] != 3:
         raise TesoError(f"frames: expected uint8 RGB frames [..., H, W, 3], got shape {tuple(frames.shape)}")
     lead = frames.shape[:-3]
     x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(
+            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        )
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (x - mean) / std
@@ -68,12 +72,16 @@ def prepare_text(
     if text.dim() != 4:
         raise TesoError(f"text: expected cue embeddings [B, T, N_T, d_T], got {tuple(text.shape)}")
     if text_count.shape != text.shape[:2]:
-        raise TesoError(f"text_count: expected shape {tuple(text.shape[:2])} (B, T), got {tuple(text_count.shape)}")
+        raise TesoError(
+            f"text_count: expected shape {tuple(text.shape[:2])} (B, T), got {tuple(text_count.shape)}"
+        )
     if text_count.is_floating_point() or text_count.dtype == torch.bool:
         raise TesoError(f"text_count: expected integer counts, got {text_count.dtype}")
     m = text.shape[2]
     if (text_count < 0).any() or (text_count > m).any():
-        raise TesoError(f"text_count: counts must lie in 0..{m} (the cues given per frame), got {text_count.tolist()}")
+        raise TesoError(
+            f"text_count: counts must lie in 0..{m} (the cues given per frame), got {text_count.tolist()}"
+        )
     if m < num_cues:
         text = F.pad(text, (0, 0, 0, num_cues - m))
     text = text[:, :, :num_cues]
@@ -288,7 +296,11 @@ class TeSO(nn.Module):
         )
         prompt = None
         if tokens is not None:
-            prompt = self._pmqs_prompt(tokens, keep) if self.pmqs is not None else self._append_prompt(tokens, keep)
+            prompt = (
+                self._pmqs_prompt(tokens, keep)
+                if self.pmqs is not None
+                else self._append_prompt(tokens, keep)
+            )
         class_logits, mask_logits = self.foundation.decode(visual, prompt)
 
         def split(x: torch.Tensor) -> torch.Tensor:
