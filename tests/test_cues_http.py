@@ -14,13 +14,13 @@ import pytest
 
 import teso.cli.main as cli_main
 from teso.cues.backends import OpenAIChat
+from teso.cues.captioners import DatasetCaptioner
 from teso.cues.http import BackendError, OpenAIClient
 from teso.cues.prompts import get_prompt
 from teso.cues.reasoners import LLMReasoner
 from teso.cues.runner import list_clips, run_caption, run_reason
-from teso.cues.captioners import DatasetCaptioner
 from teso.cues.store import CueStore
-from tests.cues_fixtures import FakeOpenAI, five, make_tree
+from tests.cues_fixtures import FakeOpenAI, make_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,17 +36,42 @@ def _clips(n: int, tags: list[str] | None = None) -> list[dict]:
     tags = tags or ["#answer=man,guitar"]
     out = []
     for i in range(n):
-        caps = [f"clip {i} frame {t}: a man sings with a guitar {tags[(i * 5 + t) % len(tags)]}" for t in range(5)]
-        out.append({"uid": f"clip{i:02d}_000", "label": "v1m", "split": "test", "a_obj": ["man", "guitar"],
-                    "captions": caps})  # fmt: skip
+        caps = [
+            f"clip {i} frame {t}: a man sings with a guitar {tags[(i * 5 + t) % len(tags)]}" for t in range(5)
+        ]
+        out.append(
+            {
+                "uid": f"clip{i:02d}_000",
+                "label": "v1m",
+                "split": "test",
+                "a_obj": ["man", "guitar"],
+                "captions": caps,
+            }
+        )
     return out
 
 
 def test_all_with_openai_reasoner_stores_cues_provenance_and_malformed(tmp_path, cli, capsys):
     root = make_tree(tmp_path / "ds", _clips(2, ["#answer=Men,the Guitars", "#malformed", ""]))
     with FakeOpenAI() as srv:
-        code = cli(["cues", "all", str(root), "--captioner", "dataset", "--base-url", srv.url, "--model", "m1",
-                    "--concurrency", "3", "--encoder", "tiny", "--no-progress"])  # fmt: skip
+        code = cli(
+            [
+                "cues",
+                "all",
+                str(root),
+                "--captioner",
+                "dataset",
+                "--base-url",
+                srv.url,
+                "--model",
+                "m1",
+                "--concurrency",
+                "3",
+                "--encoder",
+                "tiny",
+                "--no-progress",
+            ]
+        )
     out = capsys.readouterr().out
     assert code == 0, out
     recs = CueStore(root).reasoning()
@@ -82,8 +107,21 @@ def test_all_with_openai_reasoner_stores_cues_provenance_and_malformed(tmp_path,
 def test_retries_timeouts_failures_recorded_and_exit_code(tmp_path, cli, capsys):
     tags = ["#answer=dog", "#flaky", "#fail500", "#slow"]
     root = make_tree(tmp_path / "ds", _clips(1, tags))
-    args = ["--base-url", None, "--model", "m", "--concurrency", "4", "--timeout", "0.3", "--retries", "2",
-            "--backoff", "0.01", "--no-progress"]  # fmt: skip
+    args = [
+        "--base-url",
+        None,
+        "--model",
+        "m",
+        "--concurrency",
+        "4",
+        "--timeout",
+        "0.3",
+        "--retries",
+        "2",
+        "--backoff",
+        "0.01",
+        "--no-progress",
+    ]
     with FakeOpenAI(slow_s=1.0) as srv:
         args[1] = srv.url
         assert cli(["cues", "caption", str(root), "--no-progress"]) == 0
@@ -130,8 +168,23 @@ def test_concurrent_requests_overlap(tmp_path):
 def test_openai_captioner_sends_each_frame_and_vlm_reasoner(tmp_path, cli):
     root = make_tree(tmp_path / "ds", _clips(1))
     with FakeOpenAI() as srv:
-        assert cli(["cues", "caption", str(root), "--captioner", "openai", "--base-url", srv.url,
-                    "--caption-model", "vision", "--no-progress"]) == 0  # fmt: skip
+        assert (
+            cli(
+                [
+                    "cues",
+                    "caption",
+                    str(root),
+                    "--captioner",
+                    "openai",
+                    "--base-url",
+                    srv.url,
+                    "--caption-model",
+                    "vision",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         caps = CueStore(root).captions()
         for t in range(5):
             md5 = hashlib.md5((root / "v1m" / "clip00_000" / "frames" / f"{t}.jpg").read_bytes()).hexdigest()
@@ -139,8 +192,25 @@ def test_openai_captioner_sends_each_frame_and_vlm_reasoner(tmp_path, cli):
             assert caps[("clip00_000", t)]["provenance"]["model"] == "vision"
         url = srv.bodies[0]["messages"][0]["content"][1]["image_url"]["url"]
         assert url.startswith("data:image/jpeg;base64,")
-        assert cli(["cues", "reason", str(root), "--reasoner", "vlm", "--store", "vlm", "--base-url", srv.url,
-                    "--model", "vision", "--no-progress"]) == 0  # fmt: skip
+        assert (
+            cli(
+                [
+                    "cues",
+                    "reason",
+                    str(root),
+                    "--reasoner",
+                    "vlm",
+                    "--store",
+                    "vlm",
+                    "--base-url",
+                    srv.url,
+                    "--model",
+                    "vision",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     recs = CueStore(root, "vlm").reasoning()
     assert all(r["cues"] == ["dog"] and r["provenance"]["reasoner"] == "vlm" for r in recs.values())
 
@@ -203,16 +273,33 @@ def test_interrupted_run_resumes_to_the_same_cues(tmp_path):
 def test_killed_process_resumes_to_the_same_cues(tmp_path, cli):
     root = make_tree(tmp_path / "ds", _clips(4, ["#answer=man", "#answer=dog,cat", ""]))
     script = (
-        "import sys, teso.cli.main as m; m.COMMAND_MODULES.append('cues'); "
-        "sys.exit(m.main(sys.argv[1:]))"
+        "import sys, teso.cli.main as m; m.COMMAND_MODULES.append('cues'); sys.exit(m.main(sys.argv[1:]))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "x"}
     with FakeOpenAI(delay=0.1) as srv:
         assert cli(["cues", "caption", str(root), "--no-progress", "--store", "killed"]) == 0
-        base = [sys.executable, "-c", script, "cues", "reason", str(root), "--base-url", srv.url, "--model", "m",
-                "--concurrency", "2", "--no-progress"]  # fmt: skip
-        proc = subprocess.Popen([*base, "--store", "killed"], env=env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        base = [
+            sys.executable,
+            "-c",
+            script,
+            "cues",
+            "reason",
+            str(root),
+            "--base-url",
+            srv.url,
+            "--model",
+            "m",
+            "--concurrency",
+            "2",
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(
+            [*base, "--store", "killed"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         path = root / "cues" / "killed" / "reasoning.jsonl"
         deadline = time.time() + 30
         while time.time() < deadline and (not path.exists() or path.read_text().count("\n") < 4):

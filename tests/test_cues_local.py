@@ -16,64 +16,82 @@ from teso.cues.runner import list_clips, run_caption
 from teso.cues.store import CueStore
 from teso.cues.text_encoders import ClipTextEncoder, MiniLMEncoder, build_text_encoder
 from teso.errors import TesoError
-from tests.cues_fixtures import make_tree
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] "
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}\n"
-    "{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
-)
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from teso.cues.prompts import DEMOS
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<image>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator([d.description + d.reasoning for d in DEMOS.values()] * 3, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+from tests.cues_fixtures import CHAT_TEMPLATE, make_tree, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """Directories holding a tiny Llama chat model, a tiny LLaVA and a tiny CLIP text tower."""
     from transformers import (
-        CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig, LlamaConfig, LlamaForCausalLM,
-        LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
-    )  # fmt: skip
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
     from transformers.models.clip import CLIPImageProcessorPil
 
     base = tmp_path_factory.mktemp("tiny")
-    tok = _tokenizer()
+    tok = tiny_tokenizer()
     torch.manual_seed(0)
-    llama_cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                            bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    llama_cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        initializer_range=0.2,
+    )
+    # initializer_range 0.2 (not 0.02): with tiny weights every prompt gets the same continuation.
     LlamaForCausalLM(llama_cfg).save_pretrained(base / "llama")
     tok.save_pretrained(base / "llama")
 
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=32, patch_size=8)  # fmt: skip
-    llava_cfg = LlavaConfig(vision_config=vision, text_config=llama_cfg, vision_feature_layer=-1,
-                            image_token_index=tok.convert_tokens_to_ids("<image>"),
-                            vision_feature_select_strategy="full")  # fmt: skip
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    llava_cfg = LlavaConfig(
+        vision_config=vision,
+        text_config=llama_cfg,
+        vision_feature_layer=-1,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="full",
+    )
     LlavaForConditionalGeneration(llava_cfg).save_pretrained(base / "llava")
     image_proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    LlavaProcessor(image_processor=image_proc, tokenizer=tok, patch_size=8, vision_feature_select_strategy="full",
-                   num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE).save_pretrained(base / "llava")  # fmt: skip
+    LlavaProcessor(
+        image_processor=image_proc,
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    ).save_pretrained(base / "llava")
 
-    clip_cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, projection_dim=24, max_position_embeddings=64,
-                              bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    clip_cfg = CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=24,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     CLIPTextModelWithProjection(clip_cfg).save_pretrained(base / "clip")
     tok.save_pretrained(base / "clip")
     return base
@@ -94,19 +112,50 @@ def test_transformers_llm_batched_equals_one_at_a_time(tiny_models):
         gen.generate([ChatRequest(prompt.messages(None), tiny_models / "x.jpg")])
 
 
-def test_transformers_llm_through_the_cli_records_provenance_and_malformed(tiny_models, tmp_path, monkeypatch):
+def test_transformers_llm_through_the_cli_records_provenance_and_malformed(
+    tiny_models, tmp_path, monkeypatch
+):
     monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "cues"])
-    clips = [{"uid": "c1", "label": "v1m", "split": "val", "a_obj": ["dog"], "captions": [f"A dog barks {t}." for t in range(5)]}]
+    clips = [
+        {
+            "uid": "c1",
+            "label": "v1m",
+            "split": "val",
+            "a_obj": ["dog"],
+            "captions": [f"A dog barks {t}." for t in range(5)],
+        }
+    ]
     root = make_tree(tmp_path / "ds", clips)
-    code = cli_main.main(["cues", "all", str(root), "--model", str(tiny_models / "llama"), "--batch-size", "3",
-                          "--max-new-tokens", "6", "--prompt", "g9-2", "--encoder", "imagebind",
-                          "--encoder-model", str(tiny_models / "clip"), "--no-progress"])  # fmt: skip
+    code = cli_main.main(
+        [
+            "cues",
+            "all",
+            str(root),
+            "--model",
+            str(tiny_models / "llama"),
+            "--batch-size",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--prompt",
+            "g9-2",
+            "--encoder",
+            "imagebind",
+            "--encoder-model",
+            str(tiny_models / "clip"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     recs = CueStore(root).reasoning()
     assert len(recs) == 5
     for rec in recs.values():
         prov = rec["provenance"]
-        assert (prov["backend"], prov["model"], prov["prompt"]) == ("transformers", str(tiny_models / "llama"), "oneshot-cot")
+        assert (prov["backend"], prov["model"], prov["prompt"]) == (
+            "transformers",
+            str(tiny_models / "llama"),
+            "oneshot-cot",
+        )
         assert rec["malformed"] and rec["cues"] == [] and rec["raw"] is not None  # gibberish, kept raw
     from teso.cues.features import TextFeatures
 
@@ -128,8 +177,12 @@ def test_llava_captioner_batched_end_to_end(tiny_models, tmp_path):
     caps = store.captions()
     assert s.done + s.failed == 5 and len(caps) == 5
     ok = [r for r in caps.values() if r["status"] == "ok"]
-    assert ok and all(r["provenance"]["captioner"] == "llava" and r["provenance"]["prompt"] == "dense-caption" for r in ok)
-    assert run_caption(store, ModelCaptioner(gen, "llava"), list_clips(root), progress=False).skipped == len(ok)
+    assert ok and all(
+        r["provenance"]["captioner"] == "llava" and r["provenance"]["prompt"] == "dense-caption" for r in ok
+    )
+    assert run_caption(store, ModelCaptioner(gen, "llava"), list_clips(root), progress=False).skipped == len(
+        ok
+    )
 
 
 def test_llamacpp_missing_package_says_how_to_install(monkeypatch):
@@ -142,11 +195,13 @@ def test_nouns_reasoner_on_real_sentences():
     from teso.cues.reasoners import NounReasoner
 
     r = NounReasoner()
-    got = r.nouns([
-        "A man is singing while playing the guitars, and two puppies are barking beside the pianos.",
-        "Two women in red dresses are dancing on the wooden stage.",
-        "It is quiet.",
-    ])  # fmt: skip
+    got = r.nouns(
+        [
+            "A man is singing while playing the guitars, and two puppies are barking beside the pianos.",
+            "Two women in red dresses are dancing on the wooden stage.",
+            "It is quiet.",
+        ]
+    )
     assert got[0] == ["man", "guitar", "puppy", "piano"]
     assert got[1] == ["woman", "dress", "stage"]
     assert got[2] == []

@@ -27,9 +27,15 @@ def test_ten_table_g9_prompts_with_names_versions_and_distinct_texts():
     few = get_prompt("fewshot-cot").messages("A cat meows.")
     assert [m["role"] for m in few] == ["system"] + ["user", "assistant"] * 5 + ["user"]
     assert few[-1]["content"] == "Description: A cat meows."
-    assert len(get_prompt("oneshot-cot").messages("x")) == 4 and len(get_prompt("zeroshot-direct").messages("x")) == 2
+    assert (
+        len(get_prompt("oneshot-cot").messages("x")) == 4
+        and len(get_prompt("zeroshot-direct").messages("x")) == 2
+    )
     # The paper's zero-shot sentences are kept verbatim.
-    assert "Let's think step by step to obtain sounding objects in the caption." in get_prompt("g9-3").instruction
+    assert (
+        "Let's think step by step to obtain sounding objects in the caption."
+        in get_prompt("g9-3").instruction
+    )
     assert "Tell me any random object." in get_prompt("random-object").instruction
     # Direct variants show only the answer line; CoT variants show the reasoning too.
     assert get_prompt("fewshot-direct").messages("x")[2]["content"] == "Answer: none"
@@ -51,7 +57,11 @@ def test_demonstrations_cover_the_recipe_and_parse_back_strictly():
 @pytest.mark.parametrize(
     "prompt, raw, cues",
     [
-        ("fewshot-cot", 'Objects: man, guitar, stage.\nCategories: ...\nAnswer: ["man", "guitar"]', ["man", "guitar"]),
+        (
+            "fewshot-cot",
+            'Objects: man, guitar, stage.\nCategories: ...\nAnswer: ["man", "guitar"]',
+            ["man", "guitar"],
+        ),
         ("oneshot-cot", "Objects: sofa.\nSounding together: nothing.\nAnswer: none", []),
         ("zeroshot-cot", 'Step 1: a dog.\nStep 2: it barks.\nAnswer: ["Dogs"]', ["dog"]),
         ("fewshot-direct", 'Answer: ["the man", "a Piano"]', ["man", "piano"]),
@@ -83,7 +93,11 @@ def test_every_variant_answer_shape_parses_strictly(prompt, raw, cues):
 )
 def test_tolerant_extraction(raw, cues):
     res = parse_answer(raw)
-    assert (res.cues, res.malformed, res.method) == (cues, False, "tolerant" if "dog\", \"dog" not in raw else "strict")
+    assert (res.cues, res.malformed, res.method) == (
+        cues,
+        False,
+        "tolerant" if 'dog", "dog' not in raw else "strict",
+    )
 
 
 @pytest.mark.parametrize(
@@ -105,9 +119,9 @@ def test_normalisation_and_singular():
     assert normalise_cue("  The Electric GUITARS! ") == "electric guitar"
     assert normalise_cue("two puppies") == "puppy"
     assert normalise_cue("'a'") == ""
-    assert [singularise(w) for w in ["bus", "glasses", "boxes", "wolves", "mice", "cymbals", "piano", "harps"]] == [
-        "bus", "glasses", "box", "wolf", "mouse", "cymbals", "piano", "harp"
-    ]  # fmt: skip
+    assert [
+        singularise(w) for w in ["bus", "glasses", "boxes", "wolves", "mice", "cymbals", "piano", "harps"]
+    ] == ["bus", "glasses", "box", "wolf", "mouse", "cymbals", "piano", "harp"]
 
 
 def test_vocabulary_mapping_with_synonyms_head_nouns_and_ambiguity():
@@ -169,11 +183,25 @@ def _score_tree(tmp_path):
         {"category": "man", "audible": True, "sounding": [False, False, True, True, False]},
         {"category": "guitar", "audible": True, "sounding": [False] * 5},
     ]
-    root = make_tree(tmp_path / "ds", [{"uid": "syn_0001", "label": "v1m", "split": "test", "a_obj": ["dog"],
-                                        "captions": ["c"] * 5, "truth": truth}], synth=True)  # fmt: skip
+    root = make_tree(
+        tmp_path / "ds",
+        [
+            {
+                "uid": "syn_0001",
+                "label": "v1m",
+                "split": "test",
+                "a_obj": ["dog"],
+                "captions": ["c"] * 5,
+                "truth": truth,
+            }
+        ],
+        synth=True,
+    )
     store = CueStore(root)
     for t, cues in enumerate([["puppy"], [], ["man", "guitar"], ["guitar"], ["stage"]]):
-        store.append_reasoning({"uid": "syn_0001", "frame": t, "status": "ok", "cues": cues, "malformed": t == 1})
+        store.append_reasoning(
+            {"uid": "syn_0001", "frame": t, "status": "ok", "cues": cues, "malformed": t == 1}
+        )
     return root
 
 

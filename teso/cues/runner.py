@@ -274,7 +274,6 @@ def run_encode(
     With ``vocab``, cues are first mapped onto its categories (unmapped cues dropped, counted in the
     notes); without it, the free-text cues are encoded as the reasoner wrote them (the paper).
     """
-    from teso.cues.features import build_clip_tensor, clip_file, clip_is_current, cues_sha, write_clip, write_index
 
     if n_t < 1:
         raise TesoError(f"--n-t {n_t}: expected at least one cue slot")

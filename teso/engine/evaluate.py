@@ -1,0 +1,263 @@
+"""Evaluation under audio controls (SPEC §6–7): the visual features of a clip are computed once and
+reused for every audio condition (normal, mute, noise), as only the prompts depend on the audio."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from teso.audio import mute, per_second_examples, white_noise
+from teso.data.avsbench import SAMPLE_RATE
+from teso.engine.data import ClipDataset, collate
+from teso.engine.distributed import DistInfo, all_gather_objects
+from teso.errors import TesoError
+from teso.metrics import (
+    AVSBenchMeter,
+    ForegroundRateMeter,
+    PreferenceRateMeter,
+    SemanticMeter,
+    relative_drop,
+)
+from teso.model import TeSO
+from teso.model.teso import preprocess_frames
+
+_NOISE = re.compile(r"^(wgn|snr)(-?\d+(?:\.\d+)?)$")
+
+
+def condition_help() -> str:
+    return (
+        "normal = the clip's audio; mute = all-zero waveform; wgnN = white Gaussian noise only at N dB "
+        "below the clip's power (paper Table 4 'WGN'); snrN = the clip's audio plus noise at N dB SNR"
+    )
+
+
+def parse_conditions(spec: str | Sequence[str]) -> list[str]:
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    for name in names:
+        if name not in ("normal", "mute") and not _NOISE.match(name):
+            raise TesoError(f"--audio: unknown condition {name!r}; {condition_help()}")
+    if not names:
+        raise TesoError(f"--audio: no condition given; {condition_help()}")
+    if "normal" not in names:
+        names.insert(0, "normal")  # the drops are relative to normal audio
+    return list(dict.fromkeys(names))
+
+
+def perturb(waveform: torch.Tensor, condition: str, seed: int) -> torch.Tensor:
+    """One clip's waveform [N] under an audio condition (noise seeded per clip, so runs repeat)."""
+    if condition == "normal":
+        return waveform
+    if condition == "mute":
+        return mute(waveform)
+    m = _NOISE.match(condition)
+    if m is None:
+        raise TesoError(f"audio condition {condition!r}: {condition_help()}")
+    mode = "only" if m.group(1) == "wgn" else "additive"
+    return white_noise(waveform, float(m.group(2)), mode=mode, seed=seed)
+
+
+def silent_audible_masks(clip_dir: Path, num_frames: int, size: tuple[int, int]) -> torch.Tensor | None:
+    """bool [T, H, W]: pixels of visible, audible objects that are silent in that second.
+
+    Read from a SynthAVS clip's ``truth.json`` + ``instances/{t}.png``; None for datasets without
+    that truth (AVSBench), where the preference rate cannot be measured.
+    """
+    truth_path = clip_dir / "truth.json"
+    if not truth_path.is_file():
+        return None
+    truth = json.loads(truth_path.read_text())
+    out = np.zeros((num_frames, *size), dtype=bool)
+    for t in range(num_frames):
+        silent = [
+            o["instance_id"] for o in truth["objects"] if o.get("audible") and not o["sounding"][t]
+        ]
+        if not silent:
+            continue
+        path = clip_dir / "instances" / f"{t}.png"
+        if not path.is_file():
+            raise TesoError(f"{path}: missing instance mask (truth.json lists objects for frame {t})")
+        inst = np.asarray(Image.open(path))
+        if inst.shape != tuple(size):
+            raise TesoError(f"{path}: instance mask is {inst.shape}, frame masks are {tuple(size)}")
+        out[t] = np.isin(inst, silent)
+    return torch.from_numpy(out)
+
+
+@dataclass
+class ConditionMeters:
+    binary: AVSBenchMeter
+    foreground: ForegroundRateMeter
+    preference: PreferenceRateMeter
+    semantic: SemanticMeter | None = None
+    cues_kept: list[float] = field(default_factory=list)
+
+    def merge(self, other: ConditionMeters) -> None:
+        self.binary.merge(other.binary)
+        self.foreground.merge(other.foreground)
+        self.preference.merge(other.preference)
+        if self.semantic is not None and other.semantic is not None:
+            self.semantic.merge(other.semantic)
+        self.cues_kept += other.cues_kept
+
+
+def _new_meters(num_classes: int, frames_per_clip: int, batch_clips: int, threshold: float) -> ConditionMeters:
+    return ConditionMeters(
+        binary=AVSBenchMeter(
+            "reference",
+            clips_per_batch=batch_clips,
+            frames_per_clip=frames_per_clip,
+            threshold=threshold,
+            from_logits=False,
+        ),
+        foreground=ForegroundRateMeter(threshold=threshold, from_logits=False),
+        preference=PreferenceRateMeter(threshold=threshold, from_logits=False),
+        semantic=SemanticMeter(num_classes=num_classes) if num_classes > 1 else None,
+    )
+
+
+def _shard(n: int, batch_clips: int, info: DistInfo) -> list[list[int]]:
+    """Whole evaluation batches of consecutive clips per rank, so the reference metric is exact."""
+    blocks = [list(range(i, min(i + batch_clips, n))) for i in range(0, n, batch_clips)]
+    per_rank = math.ceil(len(blocks) / info.world_size)
+    return blocks[info.rank * per_rank : (info.rank + 1) * per_rank]
+
+
+@torch.no_grad()
+def evaluate(
+    model: TeSO,
+    dataset: ClipDataset,
+    conditions: Sequence[str] = ("normal",),
+    *,
+    batch_clips: int = 4,
+    threshold: float = 0.5,
+    seed: int = 0,
+    reuse_visual: bool = True,
+    info: DistInfo | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    max_clips: int | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``model`` on ``dataset`` (audio="waveform", masks at ground-truth resolution).
+
+    Returns ``{"conditions": {name: {...}}, "frames": n, "seconds": wall time}`` where each condition
+    has miou, fscore (AVSBench reference, batches of ``batch_clips`` clips), miou_nonempty, fg_rate
+    (share of pixels predicted sounding), pref_rate (share of visible-but-silent audible pixels
+    predicted sounding; None without SynthAVS truth), delta_m / delta_f (relative drops against
+    normal), by_mode (batch-independent variants) and, for semantic models, semantic_miou /
+    semantic_fscore.
+    """
+    info = info or DistInfo()
+    if dataset.base.audio != "waveform":
+        raise TesoError("evaluate: the dataset must be built with audio='waveform' (controls perturb it)")
+    cfg = model.config
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(dataset) if max_clips is None else min(len(dataset), max_clips)
+    frames_per_clip = dataset.records[0].num_frames
+    meters = {c: _new_meters(cfg.num_classes, frames_per_clip, batch_clips, threshold) for c in conditions}
+    blocks = _shard(n, batch_clips, info)
+    start = time.perf_counter()
+    have_truth = True
+    done = 0
+    for block in blocks:
+        batch = collate([dataset[i] for i in block])
+        b, t = batch["frames"].shape[:2]
+        frames = preprocess_frames(batch["frames"], cfg.visual.image_size).to(device)
+        gt = batch["masks"]
+        size = tuple(gt.shape[-2:])
+        silent = [silent_audible_masks(dataset.records[i].clip_dir, t, size) for i in block]
+        have_truth = have_truth and all(s is not None for s in silent)
+        text = batch.get("text")
+        count = batch.get("text_count")
+        if text is not None:
+            text, count = text.to(device), count.to(device)
+        visual = model.encode_visual(frames) if reuse_visual else None
+        for cond in conditions:
+            waves = batch["audio"].reshape(b, -1)  # [B, T*16000]: the whole clip, perturbed at once
+            logmel = torch.stack(
+                [
+                    per_second_examples(perturb(w, cond, seed * 1_000_003 + i), SAMPLE_RATE, t)
+                    for w, i in zip(waves, block)
+                ]
+            ).to(device)
+            vis = visual if reuse_visual else model.encode_visual(frames)
+            out = model.decode(vis, logmel, text, count)
+            probs = out.probs_at(size).float().cpu()  # [B, T, N_C, H, W]
+            m = meters[cond]
+            if cfg.num_classes == 1:
+                fg = probs[:, :, 0]
+            else:
+                # semantic: a pixel sounds when its best class is not background
+                fg = (probs.argmax(2) != 0).float()
+                m.semantic.update(probs.flatten(0, 1), batch["semantic"].flatten(0, 1))
+            m.binary.update(fg, gt.float())
+            m.foreground.update(fg)
+            if have_truth:
+                m.preference.update(fg, torch.stack(silent))
+            if text is not None and count is not None:
+                valid = count.clamp(max=cfg.text.num_cues).sum().item()
+                if valid:
+                    m.cues_kept.append(out.cue_keep.sum().item() / valid)
+        done += len(block)
+        if progress is not None:
+            progress(done, n)
+
+    gathered = all_gather_objects(meters, info)
+    merged = gathered[0]
+    for other in gathered[1:]:
+        for c in conditions:
+            merged[c].merge(other[c])
+    return _summarise(merged, conditions, have_truth, time.perf_counter() - start)
+
+
+def _summarise(
+    meters: dict[str, ConditionMeters], conditions: Sequence[str], have_truth: bool, seconds: float
+) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
+    for cond in conditions:
+        m = meters[cond]
+        b = m.binary.compute()
+        row: dict[str, Any] = {
+            "miou": b["miou"],
+            "fscore": b["fscore"],
+            "miou_nonempty": b["miou_nonempty"],
+            "fg_rate": m.foreground.compute()["foreground_rate"],
+            "pref_rate": m.preference.compute()["preference_rate"] if have_truth else None,
+            "cues_kept": (sum(m.cues_kept) / len(m.cues_kept)) if m.cues_kept else None,
+            "by_mode": b["by_mode"],
+            "num_frames": b["num_frames"],
+        }
+        if m.semantic is not None:
+            s = m.semantic.compute()
+            row["semantic_miou"], row["semantic_fscore"] = s["miou"], s["fscore"]
+        results[cond] = row
+    normal = results["normal"]
+    for cond, row in results.items():
+        row["delta_m"] = relative_drop(normal["miou"], row["miou"]) if cond != "normal" else 0.0
+        row["delta_f"] = relative_drop(normal["fscore"], row["fscore"]) if cond != "normal" else 0.0
+    return {"conditions": results, "seconds": round(seconds, 3)}
+
+
+def format_table(results: dict[str, Any], title: str = "") -> str:
+    """A plain-text table of one model's results (percentages)."""
+
+    def pct(v: Any) -> str:
+        return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
+
+    lines = [title] if title else []
+    lines.append(f"{'audio':<8} {'mIoU':>6} {'F':>6} {'Δm':>6} {'Δf':>6} {'mIoU≠∅':>6} {'fg':>6} {'pref':>6}")
+    for cond, r in results["conditions"].items():
+        lines.append(
+            f"{cond:<8} {pct(r['miou'])} {pct(r['fscore'])} {pct(r['delta_m'])} {pct(r['delta_f'])} "
+            f"{pct(r['miou_nonempty'])} {pct(r['fg_rate'])} {pct(r['pref_rate'])}"
+        )
+    return "\n".join(lines)
