@@ -95,9 +95,8 @@ def main() -> None:
         local = bench_local(tmp, args.local_items, args.batch, args.tokens)
         print(f"transformers tiny Llama, {args.local_items} few-shot prompts, {args.tokens} new tokens:")
         print(f"  one at a time: {local['single']:7.2f} items/s")
-        print(
-            f"  batch {args.batch:<7}: {local['batched']:7.2f} items/s   ratio {local['batched'] / local['single']:.2f}x"
-        )
+        ratio = local["batched"] / local["single"]
+        print(f"  batch {args.batch:<7}: {local['batched']:7.2f} items/s   ratio {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -344,7 +344,11 @@ def dataset_vocabulary(root: str | Path, vocab: str = "auto", synonyms: dict | N
             names = [c["name"] if isinstance(c, dict) else str(c) for c in cats]
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise TesoError(f"{path}: cannot read its categories ({err})") from err
-        return Vocabulary(names, dict(synonyms or {}))
+        if synonyms is None:
+            from teso.cues.parse import AVSS_SYNONYMS
+
+            synonyms = {w: t for w, t in AVSS_SYNONYMS.items() if all(x in names for x in t)}
+        return Vocabulary(names, dict(synonyms))
     raise TesoError(
         f"{root}: no label2idx.json or synth.json to take the vocabulary from; pass --vocab avss or a path"
     )

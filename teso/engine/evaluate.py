@@ -194,7 +194,9 @@ def evaluate(
             probs = out.probs_at(size).float().cpu()  # [B, T, N_C, H, W]
             m = meters[cond]
             if cfg.num_classes == 1:
-                fg = probs[:, :, 0]
+                # The einsum over queries can exceed 1 where queries overlap; clamping changes no
+                # comparison against the thresholds in [0, 1] and makes it a valid probability.
+                fg = probs[:, :, 0].clamp(0, 1)
             else:
                 # semantic: a pixel sounds when its best class is not background
                 fg = (probs.argmax(2) != 0).float()
@@ -261,3 +263,65 @@ def format_table(results: dict[str, Any], title: str = "") -> str:
             f"{pct(r['miou_nonempty'])} {pct(r['fg_rate'])} {pct(r['pref_rate'])}"
         )
     return "\n".join(lines)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    subset: str | None = None,
+    split: str = "test",
+    audio: str | Sequence[str] = "normal,mute,wgn10,wgn40",
+    cues: str | None = None,
+    text_encoder: str | None = None,
+    threshold: float = 0.5,
+    batch_clips: int = 4,
+    reuse_visual: bool = True,
+    out: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    max_clips: int | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint (its config rebuilds the model), evaluate it, write the results as JSON.
+
+    Data settings the run was trained with (subset, cue store, text encoder) are the defaults, read
+    from the checkpoint; the result records every setting that changes the numbers.
+    """
+    from tqdm import tqdm
+
+    from teso.engine.data import open_text_features
+    from teso.model import load_checkpoint
+    from teso.utils.files import atomic_write_json
+
+    conditions = parse_conditions(audio)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    model, extra = load_checkpoint(checkpoint, map_location=dev)
+    trained = (extra.get("experiment") or {}).get("data", {})
+    subset = subset or trained.get("subset")
+    if subset is None:
+        raise TesoError(f"{checkpoint}: the checkpoint does not say which subset it was trained on; pass --subset")
+    cues = cues or trained.get("cues", "default")
+    text_encoder = text_encoder or trained.get("text_encoder", "minilm")
+    cfg = model.config
+    text = open_text_features(str(data), cues, text_encoder, cfg.text.dim) if cfg.ablation.text else None
+    ds = ClipDataset(str(data), subset, split, image_size=cfg.visual.image_size, text=text, audio="waveform")
+    bar = tqdm(total=len(ds) if max_clips is None else min(max_clips, len(ds)), desc="eval", disable=not progress, leave=False)
+
+    def tick(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    results = evaluate(
+        model, ds, conditions, batch_clips=batch_clips, threshold=threshold, reuse_visual=reuse_visual,
+        progress=tick, max_clips=max_clips,
+    )
+    bar.close()
+    results.update(
+        checkpoint=str(checkpoint), data=str(data), subset=subset, split=split, cues=cues if text else None,
+        text_encoder=text_encoder if text else None, threshold=threshold, batch_clips=batch_clips,
+        resolution="ground truth (the dataset's own)", reuse_visual=reuse_visual, noise=condition_help(),
+    )
+    path = Path(out) if out else Path(checkpoint).with_suffix(f".eval-{subset}-{split}.json")
+    atomic_write_json(path, results)
+    results["json"] = str(path)
+    return results

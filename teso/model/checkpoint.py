@@ -2,8 +2,10 @@
 
 Layout (``.safetensors``): tensors = the model's full ``state_dict()`` (frozen weights included, so
 the file alone rebuilds the model — no pre-trained directory or VGGish file needed); metadata
-(string → string) = ``format`` ("teso-checkpoint"), ``format_version``, ``config`` (the
-``TeSOConfig.to_dict()`` JSON), ``extra`` (caller's JSON: epoch, metrics, ...).
+(string → string) = ``format`` ("teso-checkpoint"), ``format_version``, ``transformers_version``,
+``config`` (the ``TeSOConfig.to_dict()`` JSON), ``extra`` (caller's JSON: epoch, metrics, ...).
+Tensor keys are the HF module names of the installed transformers; a checkpoint loads under a
+release with the same module layout (the Swin layout changed between 5.0 and 5.23).
 
 Optimizer / scheduler state is not in it: ``save_training_state`` writes it beside the checkpoint
 (``<name>.train.pt``), so an inference user never loads pickled training state.
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -42,6 +45,8 @@ def save_checkpoint(model: TeSO, path: str | os.PathLike, extra: dict[str, Any] 
         "format_version": str(FORMAT_VERSION),
         "config": json.dumps(model.config.to_dict()),
         "extra": extra_json,
+        # HF module names (hence tensor keys) can change between transformers releases.
+        "transformers_version": transformers.__version__,
     }
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -85,10 +90,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         keys = set(f.keys())
         missing = sorted(set(expected) - keys)
         unexpected = sorted(keys - set(expected))
+        saved_with = (f.metadata() or {}).get("transformers_version", "unknown")
         if missing or unexpected:
+            hint = (
+                f" (saved with transformers {saved_with}, running {transformers.__version__}: "
+                "HF module names differ between these releases)"
+                if saved_with != transformers.__version__
+                else ""
+            )
             raise TesoError(
                 f"{path}: checkpoint does not match its config: missing keys {_few(missing)}, "
-                f"unexpected keys {_few(unexpected)}"
+                f"unexpected keys {_few(unexpected)}{hint}"
             )
         state = {k: f.get_tensor(k) for k in keys}
     wrong = [

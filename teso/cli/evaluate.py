@@ -1,0 +1,49 @@
+"""``teso eval CHECKPOINT DATA [--split test] [--audio normal,mute,wgn10,wgn40]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from teso.engine.evaluate import condition_help
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint under audio controls (mIoU, F, drops, preference)")
+    p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by teso train")
+    p.add_argument("data", type=Path, help="dataset root (AVSBench released layout or SynthAVS)")
+    p.add_argument("--subset", default=None, help="v1s, v1m or v2 (default: the one the model was trained on)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--audio", default="normal,mute,wgn10,wgn40", help=condition_help())
+    p.add_argument("--cues", default=None, help="cue store name (default: the training run's)")
+    p.add_argument("--text-encoder", default=None, help="text features to use (default: the training run's)")
+    p.add_argument("--threshold", type=float, default=0.5, help="binarisation threshold (AVSBench 0.5)")
+    p.add_argument("--batch-clips", type=int, default=4, help="clips per evaluation batch (AVSBench: 4)")
+    p.add_argument("--no-reuse", action="store_true", help="recompute visual features for every condition")
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the results (default beside the checkpoint)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from teso.engine.evaluate import evaluate_checkpoint, format_table
+
+    results = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        subset=args.subset,
+        split=args.split,
+        audio=args.audio,
+        cues=args.cues,
+        text_encoder=args.text_encoder,
+        threshold=args.threshold,
+        batch_clips=args.batch_clips,
+        reuse_visual=not args.no_reuse,
+        out=args.out,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(format_table(results, title=f"{args.checkpoint} on {args.data} ({results['subset']}/{args.split})"))
+    print(f"written: {results['json']}")
+    return 0
