@@ -26,40 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from teso.metrics import avsbench_fscore, avsbench_miou  # noqa: E402
+from teso.metrics.reference import loop_fscore, loop_miou  # noqa: E402
 from teso.utils.files import atomic_write_json  # noqa: E402
-
-
-def loop_miou(pred: torch.Tensor, gt: torch.Tensor, threshold: float = 0.5) -> float:
-    """mIoU frame by frame, with the reference's empty-ground-truth rule and 1e-7 guard."""
-    total = 0.0
-    for p, g in zip(torch.sigmoid(pred), gt):
-        b = (p > threshold).float()
-        if g.sum() == 0:
-            inter, union = ((1 - b) * (1 - g)).sum(), float(g.numel())
-        else:
-            inter, union = (b * g).sum(), torch.maximum(b, g).sum()
-        total += float(inter / (union + 1e-7))
-    return total / pred.shape[0]
-
-
-def loop_fscore(pred: torch.Tensor, gt: torch.Tensor, num: int = 255, beta2: float = 0.3) -> float:
-    """F-score of one batch, frame loop and threshold loop, as the reference's Eval_Fmeasure / _eval_pr."""
-    prob = torch.sigmoid(pred)
-    thresholds = torch.linspace(0, 1 - 1e-10, num)
-    total, frames = torch.zeros(num), 0
-    for p, g in zip(prob, gt):
-        if torch.mean(g) == 0.0:
-            continue
-        prec, rec = torch.zeros(num), torch.zeros(num)
-        for i in range(num):
-            y = (p >= thresholds[i]).float()
-            tp = (y * g).sum()
-            prec[i], rec[i] = tp / (y.sum() + 1e-20), tp / (g.sum() + 1e-20)
-        f = (1 + beta2) * prec * rec / (beta2 * prec + rec)
-        f[f != f] = 0
-        total += f
-        frames += 1
-    return float((total / frames).max()) if frames else 0.0
 
 
 def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:

@@ -1,0 +1,195 @@
+"""Training, resume, evaluation under audio controls and prediction, end to end on a tiny tree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from teso.audio import load_audio
+from teso.cli.main import main
+from teso.data.avsbench import list_clips
+from teso.engine.config import load_experiment, parse_overrides
+from teso.engine.evaluate import evaluate, evaluate_checkpoint, parse_conditions, perturb
+from teso.engine.predict import predict_video, windows
+from teso.engine.sampling import epoch_batches
+from teso.engine.trainer import Trainer
+from teso.errors import TesoError
+from teso.video import read_frames
+from teso.video.writer import write_mp4
+from tests.engine_fixtures import fast_overrides, write_tree_with_features
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return write_tree_with_features(tmp_path_factory.mktemp("avs"))
+
+
+@pytest.fixture(scope="module")
+def trained(tree, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    exp = load_experiment("synth", fast_overrides(tree, **{"train.max_steps": "2"}))
+    result = Trainer(exp, run, progress=False).fit()
+    assert result.steps == 2 and result.stopped == "max_steps"
+    return run
+
+
+def test_two_training_steps_write_logs_and_checkpoints(trained):
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in train)
+    assert {"loss_mask", "loss_dice", "loss_class", "loss_infonce", "grad_norm", "lr"} <= set(train[0])
+    val = [r for r in log if r["kind"] == "val"]
+    assert len(val) == 1 and 0.0 <= val[0]["miou"] <= 1.0
+    assert (trained / "checkpoints" / "last.safetensors").is_file()
+    assert (trained / "checkpoints" / "best.safetensors").is_file()
+    assert (trained / "checkpoints" / "last.train.pt").is_file()
+    assert list((trained / "tb").glob("events.out.tfevents.*"))
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tree, tmp_path):
+    full = Trainer(load_experiment("synth", fast_overrides(tree)), tmp_path / "a", progress=False).fit()
+    assert full.steps == 4  # 2 epochs x 2 clips at batch 1
+    cut = load_experiment("synth", fast_overrides(tree, **{"train.max_steps": "3"}))
+    assert Trainer(cut, tmp_path / "b", progress=False).fit().steps == 3  # killed mid-epoch 2
+    again = Trainer(load_experiment("synth", fast_overrides(tree)), tmp_path / "b", resume=True, progress=False)
+    assert again.fit().steps == 4
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_changed_config_and_a_reused_directory(tree, trained):
+    changed = load_experiment("synth", fast_overrides(tree, **{"train.lr": "0.5", "train.max_steps": "2"}))
+    with pytest.raises(TesoError, match=r"differs .* train\.lr"):
+        Trainer(changed, trained, resume=True, progress=False).fit()
+    same = load_experiment("synth", fast_overrides(tree, **{"train.max_steps": "2"}))
+    with pytest.raises(TesoError, match="--resume"):
+        Trainer(same, trained, progress=False).fit()
+
+
+def test_epoch_batches_are_deterministic_sharded_and_complete():
+    a = epoch_batches(10, 2, seed=1, epoch=3)
+    assert a == epoch_batches(10, 2, seed=1, epoch=3) and a != epoch_batches(10, 2, seed=1, epoch=4)
+    assert sorted(i for b in a for i in b) == list(range(10))
+    r0 = epoch_batches(10, 2, seed=1, epoch=0, rank=0, world_size=2)
+    r1 = epoch_batches(10, 2, seed=1, epoch=0, rank=1, world_size=2)
+    assert len(r0) == len(r1) == 2 and not set(sum(r0, [])) & set(sum(r1, []))
+
+
+def test_audio_conditions():
+    assert parse_conditions("mute,wgn10") == ["normal", "mute", "wgn10"]
+    with pytest.raises(TesoError, match="unknown condition 'loud'"):
+        parse_conditions("normal,loud")
+    w = torch.sin(torch.arange(16000) / 5.0)
+    assert torch.equal(perturb(w, "mute", 0), torch.zeros_like(w))
+    noise = perturb(w, "wgn10", 0)
+    assert abs(10 * torch.log10(w.pow(2).mean() / noise.pow(2).mean()).item() - 10) < 0.01
+    assert torch.equal(noise, perturb(w, "wgn10", 0)) and not torch.equal(noise, perturb(w, "wgn10", 1))
+
+
+def test_eval_reports_every_condition_and_reuse_changes_nothing(tree, trained, tmp_path):
+    ckpt = trained / "checkpoints" / "best.safetensors"
+    res = evaluate_checkpoint(ckpt, tree, audio="normal,mute,wgn10,wgn40", out=tmp_path / "r.json", progress=False)
+    assert json.loads((tmp_path / "r.json").read_text())["conditions"].keys() == {"normal", "mute", "wgn10", "wgn40"}
+    normal, mute = res["conditions"]["normal"], res["conditions"]["mute"]
+    assert normal["delta_m"] == 0.0 and normal["num_frames"] == 20
+    for r in res["conditions"].values():
+        assert 0 <= r["miou"] <= 1 and 0 <= r["fg_rate"] <= 1 and r["pref_rate"] is None
+    assert mute["delta_m"] == pytest.approx((normal["miou"] - mute["miou"]) / normal["miou"])
+    from teso.engine.data import ClipDataset, open_text_features
+    from teso.model import load_checkpoint
+
+    model, _ = load_checkpoint(ckpt)
+    ds = ClipDataset(
+        str(tree), "v2", "test", image_size=64, text=open_text_features(str(tree), "default", "tiny", 32),
+        audio="waveform",
+    )
+    a = evaluate(model, ds, ["normal", "mute"], reuse_visual=True)["conditions"]
+    b = evaluate(model, ds, ["normal", "mute"], reuse_visual=False)["conditions"]
+    for cond in a:
+        assert a[cond]["miou"] == pytest.approx(b[cond]["miou"], abs=1e-6)
+        assert a[cond]["fscore"] == pytest.approx(b[cond]["fscore"], abs=1e-6)
+
+
+def test_predict_writes_masks_overlay_and_summary(tree, trained, tmp_path):
+    clip = list_clips(tree, ["v2"], ["test"])[0]
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, read_frames(clip.clip_dir / "frames"), fps=1, audio=load_audio(clip.audio_path))
+    from teso.cues.text_encoders import build_text_encoder
+    from teso.cues.features import build_clip_tensor
+
+    enc = build_text_encoder("tiny")
+    cues = [["man"], [], ["dog", "car"]] + [["piano"]] * 7
+    summary = predict_video(
+        video, trained / "checkpoints" / "best.safetensors", tmp_path / "out", cues=cues,
+        encode_cues=lambda c: build_clip_tensor(c, enc, 4),
+    )
+    assert summary["seconds"] == 10 and summary["window"] == 10
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(f"{t}.png" for t in range(10))
+    assert [s["cues"] for s in summary["per_second"][:3]] == [["man"], [], ["dog", "car"]]
+    assert all(0 <= s["sounding_area"] <= 1 for s in summary["per_second"])
+    with av.open(str(tmp_path / "out" / "overlay.mp4")) as c:
+        assert sorted(s.type for s in c.streams) == ["audio", "video"]
+        assert c.streams.video[0].frames == 10
+
+
+def test_windows_cover_long_videos_with_the_clip_length():
+    assert windows(3, 5) == [(0, 3)]
+    assert windows(10, 5) == [(0, 5), (5, 10)]
+    assert windows(12, 5) == [(0, 5), (5, 10), (7, 12)]
+
+
+def test_overrides_parse_and_reject():
+    assert parse_overrides(["train.epochs=5", "model.ablation.text=false"]) == {
+        "train": {"epochs": 5},
+        "model": {"ablation": {"text": False}},
+    }
+    with pytest.raises(TesoError, match="KEY=VALUE"):
+        parse_overrides(["epochs"])
+    with pytest.raises(TesoError, match="unknown key"):
+        load_experiment("synth", ["train.epoch=5"])
+    with pytest.raises(TesoError, match="expected a number"):
+        load_experiment("synth", ["train.lr=fast"])
+
+
+def test_cli_error_paths(tree, trained, tmp_path, capsys):
+    def err(argv: list[str]) -> str:
+        assert main(argv) == 1
+        return capsys.readouterr().err
+
+    assert "unknown config 'nope'" in err(["train", "nope"])
+    ckpt = str(trained / "checkpoints" / "best.safetensors")
+    assert "checkpoint not found" in err(["eval", str(tmp_path / "none.safetensors"), str(tree)])
+    assert "unknown condition" in err(["eval", ckpt, str(tree), "--audio", "normal,loud"])
+    assert "no such video file" in err(["predict", str(tmp_path / "none.mp4"), "--checkpoint", ckpt])
+    silent = tmp_path / "silent.mp4"
+    write_mp4(silent, np.zeros((3, 32, 32, 3), np.uint8), fps=1)
+    assert "no audio stream" in err(["predict", str(silent), "--checkpoint", ckpt])
+    short = tmp_path / "short.mp4"
+    write_mp4(short, np.zeros((1, 32, 32, 3), np.uint8), fps=2, audio=np.zeros(8000, np.float32))
+    assert "at least 1.000 s" in err(["predict", str(short), "--checkpoint", ckpt])
+    audio_only = tmp_path / "audio.m4a"
+    with av.open(str(audio_only), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert "video stream" in err(["predict", str(audio_only), "--checkpoint", ckpt])
+    cues = tmp_path / "cues.json"
+    cues.write_text(json.dumps([["man"]]))
+    clip = list_clips(tree, ["v2"], ["test"])[0]
+    video = tmp_path / "ok.mp4"
+    write_mp4(video, read_frames(clip.clip_dir / "frames"), fps=1, audio=load_audio(clip.audio_path))
+    assert "cues for 1 seconds" in err(["predict", str(video), "--checkpoint", ckpt, "--cues", str(cues)])
