@@ -58,7 +58,9 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tree, tmp_path):
     assert full.steps == 4  # 2 epochs x 2 clips at batch 1
     cut = load_experiment("synth", fast_overrides(tree, **{"train.max_steps": "3"}))
     assert Trainer(cut, tmp_path / "b", progress=False).fit().steps == 3  # killed mid-epoch 2
-    again = Trainer(load_experiment("synth", fast_overrides(tree)), tmp_path / "b", resume=True, progress=False)
+    again = Trainer(
+        load_experiment("synth", fast_overrides(tree)), tmp_path / "b", resume=True, progress=False
+    )
     assert again.fit().steps == 4
     a = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
@@ -97,8 +99,15 @@ def test_audio_conditions():
 
 def test_eval_reports_every_condition_and_reuse_changes_nothing(tree, trained, tmp_path):
     ckpt = trained / "checkpoints" / "best.safetensors"
-    res = evaluate_checkpoint(ckpt, tree, audio="normal,mute,wgn10,wgn40", out=tmp_path / "r.json", progress=False)
-    assert json.loads((tmp_path / "r.json").read_text())["conditions"].keys() == {"normal", "mute", "wgn10", "wgn40"}
+    res = evaluate_checkpoint(
+        ckpt, tree, audio="normal,mute,wgn10,wgn40", out=tmp_path / "r.json", progress=False
+    )
+    assert json.loads((tmp_path / "r.json").read_text())["conditions"].keys() == {
+        "normal",
+        "mute",
+        "wgn10",
+        "wgn40",
+    }
     normal, mute = res["conditions"]["normal"], res["conditions"]["mute"]
     assert normal["delta_m"] == 0.0 and normal["num_frames"] == 20
     for r in res["conditions"].values():
@@ -109,7 +118,11 @@ def test_eval_reports_every_condition_and_reuse_changes_nothing(tree, trained, t
 
     model, _ = load_checkpoint(ckpt)
     ds = ClipDataset(
-        str(tree), "v2", "test", image_size=64, text=open_text_features(str(tree), "default", "tiny", 32),
+        str(tree),
+        "v2",
+        "test",
+        image_size=64,
+        text=open_text_features(str(tree), "default", "tiny", 32),
         audio="waveform",
     )
     a = evaluate(model, ds, ["normal", "mute"], reuse_visual=True)["conditions"]
@@ -123,17 +136,22 @@ def test_predict_writes_masks_overlay_and_summary(tree, trained, tmp_path):
     clip = list_clips(tree, ["v2"], ["test"])[0]
     video = tmp_path / "clip.mp4"
     write_mp4(video, read_frames(clip.clip_dir / "frames"), fps=1, audio=load_audio(clip.audio_path))
-    from teso.cues.text_encoders import build_text_encoder
     from teso.cues.features import build_clip_tensor
+    from teso.cues.text_encoders import build_text_encoder
 
     enc = build_text_encoder("tiny")
     cues = [["man"], [], ["dog", "car"]] + [["piano"]] * 7
     summary = predict_video(
-        video, trained / "checkpoints" / "best.safetensors", tmp_path / "out", cues=cues,
+        video,
+        trained / "checkpoints" / "best.safetensors",
+        tmp_path / "out",
+        cues=cues,
         encode_cues=lambda c: build_clip_tensor(c, enc, 4),
     )
     assert summary["seconds"] == 10 and summary["window"] == 10
-    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(f"{t}.png" for t in range(10))
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(
+        f"{t}.png" for t in range(10)
+    )
     assert [s["cues"] for s in summary["per_second"][:3]] == [["man"], [], ["dog", "car"]]
     assert all(0 <= s["sounding_area"] <= 1 for s in summary["per_second"])
     with av.open(str(tmp_path / "out" / "overlay.mp4")) as c:

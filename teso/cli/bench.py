@@ -10,8 +10,12 @@ CHOICES = ("tiny", "swin-base-ade", "eval", "metrics")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks, each as a ratio against a reference measured in the same run")
-    p.add_argument("--only", default=",".join(CHOICES), help=f"comma-separated subset of {', '.join(CHOICES)}")
+    p = sub.add_parser(
+        "bench", help="benchmarks, each as a ratio against a reference measured in the same run"
+    )
+    p.add_argument(
+        "--only", default=",".join(CHOICES), help=f"comma-separated subset of {', '.join(CHOICES)}"
+    )
     p.add_argument("--repeats", type=int, default=2, help="timed repeats (best is reported)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     p.set_defaults(func=_bench)

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     synth = dsub.add_parser("synth", help="generate the SynthAVS dataset (no download)")
     synth.add_argument("--out", type=Path, required=True, help="output directory (released layout)")
-    synth.add_argument("--clips", type=int, default=None, help="clips per subset (default: the standard size)")
+    synth.add_argument(
+        "--clips", type=int, default=None, help="clips per subset (default: the standard size)"
+    )
     synth.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     synth.add_argument(
         "--subsets", default="v1s,v1m,v2", help="comma-separated subsets to generate (v1s, v1m, v2)"

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint under audio controls (mIoU, F, drops, preference)")
     p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by teso train")
     p.add_argument("data", type=Path, help="dataset root (AVSBench released layout or SynthAVS)")
-    p.add_argument("--subset", default=None, help="v1s, v1m or v2 (default: the one the model was trained on)")
+    p.add_argument(
+        "--subset", default=None, help="v1s, v1m or v2 (default: the one the model was trained on)"
+    )
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--audio", default="normal,mute,wgn10,wgn40", help=condition_help())
     p.add_argument("--cues", default=None, help="cue store name (default: the training run's)")
@@ -20,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="binarisation threshold (AVSBench 0.5)")
     p.add_argument("--batch-clips", type=int, default=4, help="clips per evaluation batch (AVSBench: 4)")
     p.add_argument("--no-reuse", action="store_true", help="recompute visual features for every condition")
-    p.add_argument("--out", type=Path, default=None, help="JSON file for the results (default beside the checkpoint)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="JSON file for the results (default beside the checkpoint)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)

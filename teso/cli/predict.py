@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from teso.errors import TesoError
@@ -16,10 +15,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="segment the sounding objects of an mp4 (or frames + wav)")
     p.add_argument("video", type=Path, help="an mp4 (any container with video + audio) or a folder of frames")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help=f"default {DEFAULT_CHECKPOINT} (made by teso demo)")
-    p.add_argument("--cues", default="auto", help="auto (caption + reason the frames) or a JSON file [[cue, ...] per second]")
-    p.add_argument("--audio", type=Path, default=None, help="the audio of a frame folder (default FOLDER/audio.wav)")
-    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/predict/<video name>)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help=f"default {DEFAULT_CHECKPOINT} (made by teso demo)",
+    )
+    p.add_argument(
+        "--cues",
+        default="auto",
+        help="auto (caption + reason the frames) or a JSON file [[cue, ...] per second]",
+    )
+    p.add_argument(
+        "--audio", type=Path, default=None, help="the audio of a frame folder (default FOLDER/audio.wav)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="output directory (default runs/predict/<video name>)"
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="mask threshold (default 0.5)")
     _http(p)
     _caption_opts(p)
@@ -31,7 +43,9 @@ def _predict(args: argparse.Namespace) -> int:
     from teso.engine.predict import load_input, predict_video, read_cue_file
 
     if not args.checkpoint.is_file():
-        raise TesoError(f"--checkpoint {args.checkpoint}: not found (train one with `teso train` or run `teso demo`)")
+        raise TesoError(
+            f"--checkpoint {args.checkpoint}: not found (train one with `teso train` or run `teso demo`)"
+        )
     out = args.out or Path("runs/predict") / args.video.stem
     frames, _ = load_input(args.video, args.audio)  # fails early on a bad input, before any model loads
     seconds = frames.shape[0]
@@ -47,11 +61,20 @@ def _predict(args: argparse.Namespace) -> int:
             cues = auto_cues(args, frames, out)
         encode = _encoder_for(extra, cfg, args.device)
     summary = predict_video(
-        args.video, args.checkpoint, out, cues=cues, encode_cues=encode, audio=args.audio,
-        threshold=args.threshold, device=args.device,
+        args.video,
+        args.checkpoint,
+        out,
+        cues=cues,
+        encode_cues=encode,
+        audio=args.audio,
+        threshold=args.threshold,
+        device=args.device,
     )
     for s in summary["per_second"]:
-        print(f"{s['second']:>4}s  sounding area {100 * s['sounding_area']:5.1f}%  cues {', '.join(s['cues']) or '-'}")
+        print(
+            f"{s['second']:>4}s  sounding area {100 * s['sounding_area']:5.1f}%  "
+            f"cues {', '.join(s['cues']) or '-'}"
+        )
     print(f"masks: {summary['masks']}  overlay: {summary['overlay']}  summary: {out / 'summary.json'}")
     return 0
 
@@ -63,7 +86,9 @@ def _encoder_for(extra: dict, cfg, device: str):
     name = ((extra.get("experiment") or {}).get("data") or {}).get("text_encoder", "minilm")
     encoder = build_text_encoder(name, None, device)
     if encoder.dim != cfg.text.dim:
-        raise TesoError(f"text encoder {name} is {encoder.dim}-d but the checkpoint expects {cfg.text.dim}-d cues")
+        raise TesoError(
+            f"text encoder {name} is {encoder.dim}-d but the checkpoint expects {cfg.text.dim}-d cues"
+        )
     return lambda cues: build_clip_tensor(cues, encoder, cfg.text.num_cues)
 
 

@@ -7,19 +7,30 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train TeSO from an experiment config (configs: s4, ms3, avss-binary, avss, synth)")
+    p = sub.add_parser(
+        "train", help="train TeSO from an experiment config (configs: s4, ms3, avss-binary, avss, synth)"
+    )
     p.add_argument("config", help="config name (teso/configs/NAME.yaml) or a YAML path")
-    p.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. train.epochs=5 data.root=/data/avsbench")
+    p.add_argument(
+        "overrides", nargs="*", help="KEY=VALUE overrides, e.g. train.epochs=5 data.root=/data/avsbench"
+    )
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: one GPU per process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
-    a = sub.add_parser("ablate", help="train and evaluate every ablation of SPEC §8; writes the Table 5 layout")
+    a = sub.add_parser(
+        "ablate", help="train and evaluate every ablation of SPEC §8; writes the Table 5 layout"
+    )
     a.add_argument("config", help="config name or YAML path")
     a.add_argument("overrides", nargs="*", help="KEY=VALUE overrides applied to every row")
-    a.add_argument("--out", type=Path, default=None, help="directory for the runs and the table (default runs/ablate-<config>)")
+    a.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for the runs and the table (default runs/ablate-<config>)",
+    )
     a.add_argument("--rows", default=None, help="comma-separated subset of rows (default: all)")
     a.add_argument("--audio", default="normal,mute", help="audio conditions evaluated for each row")
     a.add_argument("--device", default="auto")
@@ -47,7 +58,12 @@ def _ablate(args: argparse.Namespace) -> int:
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else list(ABLATIONS)
     out = args.out or Path("runs") / f"ablate-{Path(args.config).stem}"
     table = run_ablations(
-        args.config, args.overrides, out, rows=rows, audio=args.audio, device=args.device,
+        args.config,
+        args.overrides,
+        out,
+        rows=rows,
+        audio=args.audio,
+        device=args.device,
         progress=not args.no_progress,
     )
     print(table)

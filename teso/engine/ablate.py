@@ -56,8 +56,13 @@ def run_ablations(
             trained = Trainer(exp, run, resume=last.is_file(), device=device, progress=progress).fit()
             ckpt = trained.best or trained.last
             evaluate_checkpoint(
-                ckpt, exp.data.root, split=exp.data.test_split, audio=audio, out=result_path,
-                device=device, progress=progress,
+                ckpt,
+                exp.data.root,
+                split=exp.data.test_split,
+                audio=audio,
+                out=result_path,
+                device=device,
+                progress=progress,
             )
         results[row] = json.loads(result_path.read_text())
     table = format_ablation_table(results)

@@ -76,7 +76,9 @@ def bench_model(variant: str, clips: int, frames: int, repeats: int) -> dict[str
     }
 
 
-def bench_visual_reuse(clips: int = 4, frames: int = 5, conditions: int = 4, repeats: int = 2) -> dict[str, Any]:
+def bench_visual_reuse(
+    clips: int = 4, frames: int = 5, conditions: int = 4, repeats: int = 2
+) -> dict[str, Any]:
     """Audio-control evaluation of ``tiny``: visual features once per clip vs once per condition."""
     cfg = get_variant("tiny")
     model = build_teso(cfg).eval()
@@ -96,7 +98,13 @@ def bench_visual_reuse(clips: int = 4, frames: int = 5, conditions: int = 4, rep
 
     reuse()
     t_reuse, t_re = _best(reuse, repeats), _best(recompute, repeats)
-    return {"conditions": conditions, "clips": clips, "reuse_s": t_reuse, "recompute_s": t_re, "speedup": t_re / t_reuse}
+    return {
+        "conditions": conditions,
+        "clips": clips,
+        "reuse_s": t_reuse,
+        "recompute_s": t_re,
+        "speedup": t_re / t_reuse,
+    }
 
 
 def bench_metrics(frames: int = 40, size: int = 224) -> dict[str, Any]:
@@ -111,12 +119,20 @@ def bench_metrics(frames: int = 40, size: int = 224) -> dict[str, Any]:
     vec = _best(lambda: (avsbench_miou(pred, gt), avsbench_fscore(pred, gt)), 3)
     loop = _best(lambda: (loop_miou(pred, gt), loop_fscore(pred, gt)), 1)
     diff = abs(avsbench_fscore(pred, gt) - loop_fscore(pred, gt))
-    return {"frames": frames, "size": size, "vectorised_s": vec, "loop_s": loop, "speedup": loop / vec, "max_abs_diff": diff}
+    return {
+        "frames": frames,
+        "size": size,
+        "vectorised_s": vec,
+        "loop_s": loop,
+        "speedup": loop / vec,
+        "max_abs_diff": diff,
+    }
 
 
 def run_bench(what: list[str], repeats: int = 2) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if "tiny" in what:
@@ -146,7 +162,8 @@ def format_bench(res: dict[str, Any]) -> str:
     if "eval_reuse" in res:
         r = res["eval_reuse"]
         lines.append(
-            f"audio-control eval ({r['conditions']} conditions, {r['clips']} clips, tiny): reuse {r['reuse_s']:.3f}s "
+            f"audio-control eval ({r['conditions']} conditions, {r['clips']} clips, tiny): "
+            f"reuse {r['reuse_s']:.3f}s "
             f"vs recompute {r['recompute_s']:.3f}s -> {r['speedup']:.2f}x"
         )
     if "metrics" in res:

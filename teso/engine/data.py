@@ -33,7 +33,9 @@ class ClipDataset(Dataset):
         audio: str = "logmel",
         mask_size: int | None = None,
     ) -> None:
-        self.base = AVSBenchDataset(root, subset, split, audio=audio, image_size=image_size, mask_size=mask_size)
+        self.base = AVSBenchDataset(
+            root, subset, split, audio=audio, image_size=image_size, mask_size=mask_size
+        )
         self.text = text
         if text is not None:
             text.require(self.base.uids)

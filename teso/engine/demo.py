@@ -23,7 +23,10 @@ from teso.utils.files import atomic_write_json, atomic_write_text
 MODELS: dict[str, tuple[str, list[str]]] = {
     "teso": ("TeSO (audio + text cues)", []),
     "av_baseline": ("audio-visual baseline (no text)", ["model.ablation.text=false"]),
-    "visual_only": ("visual only (no audio, no text)", ["model.ablation.text=false", "model.ablation.audio=false"]),
+    "visual_only": (
+        "visual only (no audio, no text)",
+        ["model.ablation.text=false", "model.ablation.audio=false"],
+    ),
 }
 CONDITIONS = ("normal", "mute", "wgn10", "wgn40")
 
@@ -45,7 +48,9 @@ def _say(msg: str, progress: bool) -> None:
         print(msg, flush=True)
 
 
-def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
+def run_demo(
+    out: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, progress: bool = True
+) -> dict:
     out = Path(out)
     plan = QUICK if quick else FULL
     start = time.perf_counter()
@@ -81,8 +86,12 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, seed: int = 
     for name, ckpt in checkpoints.items():
         _say(f"[4/6] evaluating {name} under {', '.join(CONDITIONS)} audio", progress)
         res = evaluate_checkpoint(
-            ckpt, root, split="test", audio=",".join(CONDITIONS),
-            out=out / "models" / name / "eval-test.json", progress=progress,
+            ckpt,
+            root,
+            split="test",
+            audio=",".join(CONDITIONS),
+            out=out / "models" / name / "eval-test.json",
+            progress=progress,
         )
         results[name] = res
         _say(format_table(res, title=MODELS[name][0]), progress)
@@ -123,7 +132,9 @@ def make_cues(root: Path, progress: bool) -> dict[str, Any]:
     return {"frames": len(per_frame), "cues_per_frame": float(np.mean(per_frame)) if per_frame else 0.0}
 
 
-def train_model(name: str, overrides: list[str], root: Path, out: Path, plan: DemoPlan, seed: int, progress: bool) -> Path:
+def train_model(
+    name: str, overrides: list[str], root: Path, out: Path, plan: DemoPlan, seed: int, progress: bool
+) -> Path:
     from teso.engine.config import load_experiment
     from teso.engine.trainer import Trainer
 
@@ -167,14 +178,25 @@ def predict_one(root: Path, checkpoint: str, out: Path, progress: bool) -> dict[
     cfg, _ = read_checkpoint_metadata(checkpoint)
     encoder = build_text_encoder("minilm")
     return predict_video(
-        video, checkpoint, out / "predict" / clip.uid, cues=cues,
+        video,
+        checkpoint,
+        out / "predict" / clip.uid,
+        cues=cues,
         encode_cues=lambda c: build_clip_tensor(c, encoder, cfg.text.num_cues),
     )
 
 
 def write_report(
-    out: Path, plan: DemoPlan, quick: bool, results: dict[str, Any], checkpoints: dict[str, str],
-    cue_summary: dict[str, Any], pred: dict[str, Any], timings: dict[str, float], start: float, root: Path,
+    out: Path,
+    plan: DemoPlan,
+    quick: bool,
+    results: dict[str, Any],
+    checkpoints: dict[str, str],
+    cue_summary: dict[str, Any],
+    pred: dict[str, Any],
+    timings: dict[str, float],
+    start: float,
+    root: Path,
 ) -> dict[str, Any]:
     from teso.engine.report import bar_chart, overlay_grid
 
@@ -213,7 +235,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         return "-" if v is None or (isinstance(v, float) and v != v) else f"{100 * v:.1f}"
 
     lines = [
-        "# teso demo report" + (" (QUICK: small data, short training — expect the preference phase)" if report["quick"] else ""),
+        "# teso demo report"
+        + (" (QUICK: small data, short training — expect the preference phase)" if report["quick"] else ""),
         "",
         f"{report['date']}, total {report['total_s']:.0f} s. {report['settings']}.",
         "",
@@ -223,8 +246,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, conds in report["models"].items():
         for cond, r in conds.items():
             lines.append(
-                f"| {MODELS[name][0]} | {cond} | {pct(r['miou'])} | {pct(r['fscore'])} | {pct(r['delta_m'])} | "
-                f"{pct(r['delta_f'])} | {pct(r['miou_nonempty'])} | {pct(r['pref_rate'])} | {pct(r['fg_rate'])} |"
+                f"| {MODELS[name][0]} | {cond} | {pct(r['miou'])} | {pct(r['fscore'])} | "
+                f"{pct(r['delta_m'])} | {pct(r['delta_f'])} | {pct(r['miou_nonempty'])} | "
+                f"{pct(r['pref_rate'])} | {pct(r['fg_rate'])} |"
             )
     lines += [
         "",

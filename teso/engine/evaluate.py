@@ -78,9 +78,7 @@ def silent_audible_masks(clip_dir: Path, num_frames: int, size: tuple[int, int])
     truth = json.loads(truth_path.read_text())
     out = np.zeros((num_frames, *size), dtype=bool)
     for t in range(num_frames):
-        silent = [
-            o["instance_id"] for o in truth["objects"] if o.get("audible") and not o["sounding"][t]
-        ]
+        silent = [o["instance_id"] for o in truth["objects"] if o.get("audible") and not o["sounding"][t]]
         if not silent:
             continue
         path = clip_dir / "instances" / f"{t}.png"
@@ -110,7 +108,9 @@ class ConditionMeters:
         self.cues_kept += other.cues_kept
 
 
-def _new_meters(num_classes: int, frames_per_clip: int, batch_clips: int, threshold: float) -> ConditionMeters:
+def _new_meters(
+    num_classes: int, frames_per_clip: int, batch_clips: int, threshold: float
+) -> ConditionMeters:
     return ConditionMeters(
         binary=AVSBenchMeter(
             "reference",
@@ -166,7 +166,7 @@ def evaluate(
     meters = {c: _new_meters(cfg.num_classes, frames_per_clip, batch_clips, threshold) for c in conditions}
     blocks = _shard(n, batch_clips, info)
     start = time.perf_counter()
-    have_truth = True
+    have_truth = bool(blocks)  # a rank without clips has no say in whether truth exists
     done = 0
     for block in blocks:
         batch = collate([dataset[i] for i in block])
@@ -213,12 +213,13 @@ def evaluate(
         if progress is not None:
             progress(done, n)
 
-    gathered = all_gather_objects(meters, info)
-    merged = gathered[0]
-    for other in gathered[1:]:
+    gathered = all_gather_objects((meters, have_truth, bool(blocks)), info)
+    merged = gathered[0][0]
+    for other, _, _ in gathered[1:]:
         for c in conditions:
             merged[c].merge(other[c])
-    return _summarise(merged, conditions, have_truth, time.perf_counter() - start)
+    truth_everywhere = all(truth for _, truth, had in gathered if had)
+    return _summarise(merged, conditions, truth_everywhere, time.perf_counter() - start)
 
 
 def _summarise(
@@ -294,32 +295,55 @@ def evaluate_checkpoint(
     from teso.utils.files import atomic_write_json
 
     conditions = parse_conditions(audio)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model, extra = load_checkpoint(checkpoint, map_location=dev)
     trained = (extra.get("experiment") or {}).get("data", {})
     subset = subset or trained.get("subset")
     if subset is None:
-        raise TesoError(f"{checkpoint}: the checkpoint does not say which subset it was trained on; pass --subset")
+        raise TesoError(
+            f"{checkpoint}: the checkpoint does not say which subset it was trained on; pass --subset"
+        )
     cues = cues or trained.get("cues", "default")
     text_encoder = text_encoder or trained.get("text_encoder", "minilm")
     cfg = model.config
     text = open_text_features(str(data), cues, text_encoder, cfg.text.dim) if cfg.ablation.text else None
     ds = ClipDataset(str(data), subset, split, image_size=cfg.visual.image_size, text=text, audio="waveform")
-    bar = tqdm(total=len(ds) if max_clips is None else min(max_clips, len(ds)), desc="eval", disable=not progress, leave=False)
+    bar = tqdm(
+        total=len(ds) if max_clips is None else min(max_clips, len(ds)),
+        desc="eval",
+        disable=not progress,
+        leave=False,
+    )
 
     def tick(done: int, total: int) -> None:
         bar.n = done
         bar.refresh()
 
     results = evaluate(
-        model, ds, conditions, batch_clips=batch_clips, threshold=threshold, reuse_visual=reuse_visual,
-        progress=tick, max_clips=max_clips,
+        model,
+        ds,
+        conditions,
+        batch_clips=batch_clips,
+        threshold=threshold,
+        reuse_visual=reuse_visual,
+        progress=tick,
+        max_clips=max_clips,
     )
     bar.close()
     results.update(
-        checkpoint=str(checkpoint), data=str(data), subset=subset, split=split, cues=cues if text else None,
-        text_encoder=text_encoder if text else None, threshold=threshold, batch_clips=batch_clips,
-        resolution="ground truth (the dataset's own)", reuse_visual=reuse_visual, noise=condition_help(),
+        checkpoint=str(checkpoint),
+        data=str(data),
+        subset=subset,
+        split=split,
+        cues=cues if text else None,
+        text_encoder=text_encoder if text else None,
+        threshold=threshold,
+        batch_clips=batch_clips,
+        resolution="ground truth (the dataset's own)",
+        reuse_visual=reuse_visual,
+        noise=condition_help(),
     )
     path = Path(out) if out else Path(checkpoint).with_suffix(f".eval-{subset}-{split}.json")
     atomic_write_json(path, results)

@@ -36,7 +36,9 @@ def load_input(source: str | Path, audio: str | Path | None = None) -> tuple[np.
     if source.is_dir():
         wav = Path(audio) if audio else source / "audio.wav"
         if not wav.is_file():
-            raise TesoError(f"{source}: a folder of frames needs its audio: pass --audio FILE or put audio.wav in it")
+            raise TesoError(
+                f"{source}: a folder of frames needs its audio: pass --audio FILE or put audio.wav in it"
+            )
         frames = read_frames(source)
         return frames, load_audio(wav)
     if not source.exists():
@@ -65,7 +67,9 @@ def read_cue_file(path: str | Path, num_frames: int) -> list[list[str]]:
         raise TesoError(f"{path}: cannot read the cue file ({err}); expected JSON [[cue, ...], ...]") from err
     if isinstance(data, dict):
         data = data.get("cues")
-    if not isinstance(data, list) or not all(isinstance(c, list) and all(isinstance(w, str) for w in c) for c in data):
+    if not isinstance(data, list) or not all(
+        isinstance(c, list) and all(isinstance(w, str) for w in c) for c in data
+    ):
         raise TesoError(f"{path}: expected a JSON list with one list of cue strings per second")
     if len(data) != num_frames:
         raise TesoError(f"{path}: cues for {len(data)} seconds, but the video has {num_frames}")
@@ -126,7 +130,9 @@ def predict_video(
 
     for t in range(seconds):
         png = out_dir / "masks" / f"{t}.png"
-        atomic_write(png, lambda p, m=masks[t]: Image.fromarray((m * 255).astype(np.uint8)).save(p, format="PNG"))
+        atomic_write(
+            png, lambda p, m=masks[t]: Image.fromarray((m * 255).astype(np.uint8)).save(p, format="PNG")
+        )
     write_mp4(
         out_dir / "overlay.mp4",
         np.stack([overlay(frames[t], masks[t]) for t in range(seconds)]),

@@ -42,7 +42,9 @@ def _tile(img: np.ndarray, size: int) -> Image.Image:
     return Image.fromarray(img).resize((size, size), Image.NEAREST)
 
 
-def overlay_grid(root: Path, checkpoints: dict[str, str], path: Path, clips: int = 2, size: int = 128) -> Path:
+def overlay_grid(
+    root: Path, checkpoints: dict[str, str], path: Path, clips: int = 2, size: int = 128
+) -> Path:
     """Rows: frame, ground truth, then each model under normal and muted audio; columns: test frames."""
     from teso.audio import load_audio, mute, per_second_examples
     from teso.cues.features import TextFeatures
@@ -53,7 +55,9 @@ def overlay_grid(root: Path, checkpoints: dict[str, str], path: Path, clips: int
 
     records = list_clips(root, ["v1m"], ["test"])[:clips]
     frames = [read_frames(r.clip_dir / "frames") for r in records]
-    masks = [np.stack([np.asarray(Image.open(p).convert("RGB")).any(-1) for p in r.mask_paths]) for r in records]
+    masks = [
+        np.stack([np.asarray(Image.open(p).convert("RGB")).any(-1) for p in r.mask_paths]) for r in records
+    ]
     waves = [load_audio(r.audio_path) for r in records]
     cols = [(c, t) for c in range(len(records)) for t in range(records[c].num_frames)]
     rows: list[tuple[str, list[np.ndarray]]] = [

@@ -6,8 +6,15 @@ import torch
 
 
 def epoch_batches(
-    num_items: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-    shuffle: bool = True, drop_last: bool = True,
+    num_items: int,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    drop_last: bool = True,
 ) -> list[list[int]]:
     """The batches of one epoch for one rank: a permutation seeded by (seed, epoch), sharded by rank.
 

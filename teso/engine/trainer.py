@@ -132,7 +132,9 @@ class Trainer:
         current = json.loads(json.dumps(self.exp.to_dict()))  # tuples -> lists, as YAML reads them back
         if self.resume:
             if not self.last_path.is_file():
-                raise TesoError(f"--resume: {self.last_path} does not exist (nothing to resume in {self.run_dir})")
+                raise TesoError(
+                    f"--resume: {self.last_path} does not exist (nothing to resume in {self.run_dir})"
+                )
             saved = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
             if saved is not None:
                 changed = [k for k in _diff(saved, current) if k not in RESUMABLE_CHANGES]
@@ -154,9 +156,7 @@ class Trainer:
 
     def _datasets(self) -> tuple[ClipDataset, ClipDataset | None]:
         d, mc = self.exp.data, self.model_config
-        text = (
-            open_text_features(d.root, d.cues, d.text_encoder, mc.text.dim) if mc.ablation.text else None
-        )
+        text = open_text_features(d.root, d.cues, d.text_encoder, mc.text.dim) if mc.ablation.text else None
         size = mc.visual.image_size
         train = ClipDataset(d.root, d.subset, d.train_split, image_size=size, text=text, mask_size=size)
         val = None
@@ -208,9 +208,7 @@ class Trainer:
             epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
             best, elapsed = state["best_miou"], state["elapsed"]
 
-        ddp = (
-            DistributedDataParallel(model, find_unused_parameters=True) if info.enabled else model
-        )
+        ddp = DistributedDataParallel(model, find_unused_parameters=True) if info.enabled else model
         logger = RunLogger(self.run_dir, enabled=info.is_main)
         if logger.tensorboard_note and self.progress:
             print(logger.tensorboard_note)
@@ -249,7 +247,12 @@ class Trainer:
 
         while epoch < t.epochs and stopped == "finished":
             batches = epoch_batches(
-                len(train_ds), t.batch_size, seed=t.seed, epoch=epoch, rank=info.rank, world_size=info.world_size
+                len(train_ds),
+                t.batch_size,
+                seed=t.seed,
+                epoch=epoch,
+                rank=info.rank,
+                world_size=info.world_size,
             )
             loader = DataLoader(
                 train_ds,
@@ -262,8 +265,12 @@ class Trainer:
             )
             model.train()
             bar = tqdm(
-                total=len(batches), initial=batch_in_epoch, desc=f"epoch {epoch + 1}/{t.epochs}",
-                disable=not self.progress, dynamic_ncols=True, leave=False,
+                total=len(batches),
+                initial=batch_in_epoch,
+                desc=f"epoch {epoch + 1}/{t.epochs}",
+                disable=not self.progress,
+                dynamic_ncols=True,
+                leave=False,
             )
             sums: dict[str, float] = {}
             count = 0
@@ -312,14 +319,24 @@ class Trainer:
             epoch_finished = batch_in_epoch >= len(batches)
             if epoch_finished:
                 epoch, batch_in_epoch = epoch + 1, 0
-            if val_ds is not None and (epoch_finished and epoch % max(1, t.eval_every) == 0 or stopped != "finished"):
+            if val_ds is not None and (
+                epoch_finished and epoch % max(1, t.eval_every) == 0 or stopped != "finished"
+            ):
                 res = evaluate(
-                    model, val_ds, ["normal"], batch_clips=self.exp.eval.batch_clips,
-                    threshold=self.exp.eval.threshold, seed=t.seed, info=info,
+                    model,
+                    val_ds,
+                    ["normal"],
+                    batch_clips=self.exp.eval.batch_clips,
+                    threshold=self.exp.eval.threshold,
+                    seed=t.seed,
+                    info=info,
                 )["conditions"]["normal"]
                 logger.log("val", step, epoch, {k: v for k, v in res.items() if k != "by_mode"})
                 if self.progress:
-                    print(f"epoch {epoch}: step {step}  val mIoU {100 * res['miou']:.2f}  F {100 * res['fscore']:.2f}")
+                    print(
+                        f"epoch {epoch}: step {step}  "
+                        f"val mIoU {100 * res['miou']:.2f}  F {100 * res['fscore']:.2f}"
+                    )
                 if res["miou"] > best:
                     best = res["miou"]
                     checkpoint(epoch, batch_in_epoch)
@@ -348,4 +365,3 @@ class Trainer:
         t = torch.tensor([scalars[k] for k in keys], dtype=torch.float64)
         t = all_reduce_sum(t, self.info) / self.info.world_size
         return dict(zip(keys, t.tolist()))
-

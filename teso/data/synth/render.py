@@ -56,7 +56,9 @@ class Pen:
         self.di.polygon(xy, fill=tuple(fill))
         self.dd.polygon(xy, fill=self.iid if part else 0)
 
-    def rect(self, u0: float, v0: float, u1: float, v1: float, fill: Sequence[int], part: bool = True) -> None:
+    def rect(
+        self, u0: float, v0: float, u1: float, v1: float, fill: Sequence[int], part: bool = True
+    ) -> None:
         self.poly([(u0, v0), (u1, v0), (u1, v1), (u0, v1)], fill, part)
 
     def ellipse(
@@ -111,7 +113,9 @@ def _relief(rgb: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _guitar(p: Pen, c: RGB, cue: bool, t: int) -> None:
     p.ellipse(0, 0.2, 0.2, 0.2, c)
     p.ellipse(0, 0.43, 0.15, 0.14, c)
-    p.texture(lambda rgb, u, v: _relief(rgb, u, v) * (1 + 0.09 * np.sin(v * 70 + 3 * np.sin(u * 20)))[:, None])
+    p.texture(
+        lambda rgb, u, v: _relief(rgb, u, v) * (1 + 0.09 * np.sin(v * 70 + 3 * np.sin(u * 20)))[:, None]
+    )
     p.ellipse(0, 0.37, 0.055, 0.055, DARK)
     p.rect(-0.04, 0.5, 0.04, 0.92, (70, 42, 22))
     p.rect(-0.055, 0.92, 0.055, 1.0, (50, 30, 16))
@@ -213,7 +217,9 @@ def _car(p: Pen, c: RGB, cue: bool, t: int) -> None:
         p.ellipse(cu, 0.19, 0.08, 0.08, (160, 160, 165))
     if cue:
         for k, (du, dv, r) in enumerate(((-1.18, 0.26, 0.1), (-1.38, 0.34, 0.13), (-1.62, 0.44, 0.16))):
-            p.ellipse(du, dv + 0.03 * ((t + k) % 2), r, r * 0.85, (200 - 15 * k, 200 - 15 * k, 205), part=False)
+            p.ellipse(
+                du, dv + 0.03 * ((t + k) % 2), r, r * 0.85, (200 - 15 * k, 200 - 15 * k, 205), part=False
+            )
 
 
 def _emergency_car(p: Pen, c: RGB, cue: bool, t: int) -> None:

@@ -50,7 +50,10 @@ SUBSETS: dict[str, SubsetSpec] = {
         "v1s", 5, (1, 3), "one audible object (the single source) plus 0-2 objects of silent categories"
     ),
     "v1m": SubsetSpec(
-        "v1m", 5, (2, 4), "2-4 visible, of which at least 2 are audible; every audible one sounds at least once"
+        "v1m",
+        5,
+        (2, 4),
+        "2-4 visible, of which at least 2 are audible; every audible one sounds at least once",
     ),
     "v2": SubsetSpec(
         "v2", 10, (1, 4), "1-4 visible, at least one audible and at most two silent; any may stay silent"
