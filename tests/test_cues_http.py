@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def cli(monkeypatch):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "cues"])
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     return cli_main.main
 
@@ -272,9 +271,7 @@ def test_interrupted_run_resumes_to_the_same_cues(tmp_path):
 
 def test_killed_process_resumes_to_the_same_cues(tmp_path, cli):
     root = make_tree(tmp_path / "ds", _clips(4, ["#answer=man", "#answer=dog,cat", ""]))
-    script = (
-        "import sys, teso.cli.main as m; m.COMMAND_MODULES.append('cues'); sys.exit(m.main(sys.argv[1:]))"
-    )
+    script = "import sys, teso.cli.main as m; sys.exit(m.main(sys.argv[1:]))"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "x"}
     with FakeOpenAI(delay=0.1) as srv:
         assert cli(["cues", "caption", str(root), "--no-progress", "--store", "killed"]) == 0

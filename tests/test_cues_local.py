@@ -115,7 +115,6 @@ def test_transformers_llm_batched_equals_one_at_a_time(tiny_models):
 def test_transformers_llm_through_the_cli_records_provenance_and_malformed(
     tiny_models, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "cues"])
     clips = [
         {
             "uid": "c1",

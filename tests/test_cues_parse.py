@@ -202,7 +202,6 @@ def _score_tree(tmp_path):
 
 
 def test_score_command_synth_truth_and_a_obj(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "cues"])
     root = _score_tree(tmp_path)
     assert cli_main.main(["cues", "score", str(root)]) == 0
     out = capsys.readouterr().out
