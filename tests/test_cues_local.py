@@ -32,7 +32,10 @@ def tiny_models(tmp_path_factory):
         LlavaForConditionalGeneration,
         LlavaProcessor,
     )
-    from transformers.models.clip import CLIPImageProcessorPil
+    try:  # transformers >= 5.x: the PIL processor has its own class; the default one needs torchvision
+        from transformers.models.clip import CLIPImageProcessorPil
+    except ImportError:  # transformers 5.0: CLIPImageProcessor itself is the PIL/numpy one
+        from transformers.models.clip import CLIPImageProcessor as CLIPImageProcessorPil
 
     base = tmp_path_factory.mktemp("tiny")
     tok = tiny_tokenizer()

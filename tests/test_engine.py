@@ -65,7 +65,9 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tree, tmp_path):
     a = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Bit-identical on transformers 5.23; 5.0's CPU deformable-attention backward adds in a
+    # thread-dependent order (~1e-6). A resume that lost optimiser/RNG/data state differs by >1e-4.
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
 def test_resume_refuses_a_changed_config_and_a_reused_directory(tree, trained):
