@@ -32,6 +32,7 @@ def tiny_models(tmp_path_factory):
         LlavaForConditionalGeneration,
         LlavaProcessor,
     )
+
     try:  # transformers >= 5.x: the PIL processor has its own class; the default one needs torchvision
         from transformers.models.clip import CLIPImageProcessorPil
     except ImportError:  # transformers 5.0: CLIPImageProcessor itself is the PIL/numpy one

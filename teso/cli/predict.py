@@ -83,8 +83,14 @@ def _encoder_for(extra: dict, cfg, device: str):
     from teso.cues.features import build_clip_tensor
     from teso.cues.text_encoders import build_text_encoder
 
-    name = ((extra.get("experiment") or {}).get("data") or {}).get("text_encoder", "minilm")
+    prov = extra.get("text_features") or {}
+    name = prov.get("encoder") or ((extra.get("experiment") or {}).get("data") or {}).get(
+        "text_encoder", "minilm"
+    )
     encoder = build_text_encoder(name, None, device)
+    if prov.get("model") not in (None, encoder.model):
+        # The features were made with non-default weights (--encoder-model): use those again.
+        encoder = build_text_encoder(name, prov["model"], device)
     if encoder.dim != cfg.text.dim:
         raise TesoError(
             f"text encoder {name} is {encoder.dim}-d but the checkpoint expects {cfg.text.dim}-d cues"

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="directory for the runs and the table (default runs/ablate-<config>)",
     )
     a.add_argument("--rows", default=None, help="comma-separated subset of rows (default: all)")
-    a.add_argument("--audio", default="normal,mute", help="audio conditions evaluated for each row")
+    a.add_argument(
+        "--audio", default=None, help="audio conditions for each row (default: the config's eval.audio)"
+    )
     a.add_argument("--device", default="auto")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_ablate)

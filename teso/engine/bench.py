@@ -147,7 +147,8 @@ def run_bench(what: list[str], repeats: int = 2) -> dict[str, Any]:
 
 
 def format_bench(res: dict[str, Any]) -> str:
-    lines = [f"machine: {res['machine']} (1-min load {res['load_average']:.1f})"]
+    load = res["load_average"]
+    lines = [f"machine: {res['machine']}" + (f" (1-min load {load:.1f})" if load is not None else "")]
     for key in ("tiny", "swin-base-ade"):
         if key in res:
             r = res[key]

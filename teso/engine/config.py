@@ -69,7 +69,32 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> ExperimentConfig:
-        return _build(cls, d, source)
+        exp = _build(cls, d, source)
+        exp.validate(source)
+        return exp
+
+    def validate(self, source: str = "config") -> None:
+        """Values that would only fail deep inside a run fail here, naming the key."""
+        positive = {
+            "train.epochs": self.train.epochs,
+            "train.batch_size": self.train.batch_size,
+            "train.log_every": self.train.log_every,
+            "train.eval_every": self.train.eval_every,
+            "eval.batch_clips": self.eval.batch_clips,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise TesoError(f"{source}: {key} must be at least 1, got {value}")
+        for key, value in {
+            "train.max_steps": self.train.max_steps,
+            "train.max_minutes": self.train.max_minutes,
+        }.items():
+            if value < 0:
+                raise TesoError(f"{source}: {key} must be 0 (no limit) or positive, got {value}")
+        if not 0 < self.eval.threshold < 1:
+            raise TesoError(f"{source}: eval.threshold must lie in (0, 1), got {self.eval.threshold}")
+        if self.data.subset not in ("v1s", "v1m", "v2"):
+            raise TesoError(f"{source}: data.subset must be v1s, v1m or v2, got {self.data.subset!r}")
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
@@ -94,7 +119,13 @@ def _build(cls: type, d: dict[str, Any], where: str) -> Any:
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TesoError(f"{where}.{name}: expected a number, got {value!r}")
+            if isinstance(default, int) and value != int(value):
+                raise TesoError(f"{where}.{name}: expected a whole number, got {value!r}")
             kwargs[name] = type(default)(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise TesoError(f"{where}.{name}: expected a string, got {value!r}")
+            kwargs[name] = value
         else:
             kwargs[name] = value
     return cls(**kwargs)

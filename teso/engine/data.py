@@ -9,7 +9,6 @@ from torch.utils.data import Dataset
 
 from teso.cues.features import TextFeatures
 from teso.data.avsbench import AVSBenchDataset
-from teso.data.avsbench import collate as _collate
 from teso.errors import TesoError
 
 
@@ -58,10 +57,6 @@ class ClipDataset(Dataset):
                 )
             item["text"], item["text_count"] = feats, counts
         return item
-
-
-def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    return _collate(batch)
 
 
 def open_text_features(root: str, cues: str, encoder: str, expected_dim: int) -> TextFeatures:

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from teso.audio import mute, per_second_examples, white_noise
-from teso.data.avsbench import SAMPLE_RATE
-from teso.engine.data import ClipDataset, collate
+from teso.data.avsbench import SAMPLE_RATE, collate
+from teso.engine.data import ClipDataset
 from teso.engine.distributed import DistInfo, all_gather_objects
 from teso.errors import TesoError
 from teso.metrics import (
@@ -29,7 +29,7 @@ from teso.metrics import (
     relative_drop,
 )
 from teso.model import TeSO
-from teso.model.teso import preprocess_frames
+from teso.model.teso import preprocess_frames, sounding_maps
 
 _NOISE = re.compile(r"^(wgn|snr)(-?\d+(?:\.\d+)?)$")
 
@@ -78,7 +78,13 @@ def silent_audible_masks(clip_dir: Path, num_frames: int, size: tuple[int, int])
     truth = json.loads(truth_path.read_text())
     out = np.zeros((num_frames, *size), dtype=bool)
     for t in range(num_frames):
-        silent = [o["instance_id"] for o in truth["objects"] if o.get("audible") and not o["sounding"][t]]
+        try:
+            silent = [o["instance_id"] for o in truth["objects"] if o["audible"] and not o["sounding"][t]]
+        except (KeyError, IndexError, TypeError) as err:
+            raise TesoError(
+                f"{truth_path}: expected objects with instance_id, audible and {num_frames} sounding "
+                f"flags ({err!r})"
+            ) from err
         if not silent:
             continue
         path = clip_dir / "instances" / f"{t}.png"
@@ -162,6 +168,13 @@ def evaluate(
     model.eval()
     device = next(model.parameters()).device
     n = len(dataset) if max_clips is None else min(len(dataset), max_clips)
+    unannotated = [r.uid for r in dataset.records[:n] if not all(r.annotated)]
+    if unannotated:
+        raise TesoError(
+            f"{dataset.base.root}: {len(unannotated)} clip(s) of {dataset.base.subset}/"
+            f"{dataset.base.split} have frames without ground truth (e.g. {unannotated[0]}; AVSBench "
+            "S4 train annotates frame 0 only): evaluate on val or test"
+        )
     frames_per_clip = dataset.records[0].num_frames
     meters = {c: _new_meters(cfg.num_classes, frames_per_clip, batch_clips, threshold) for c in conditions}
     blocks = _shard(n, batch_clips, info)
@@ -193,14 +206,14 @@ def evaluate(
             out = model.decode(vis, logmel, text, count)
             probs = out.probs_at(size).float().cpu()  # [B, T, N_C, H, W]
             m = meters[cond]
-            if cfg.num_classes == 1:
-                # The einsum over queries can exceed 1 where queries overlap; clamping changes no
-                # comparison against the thresholds in [0, 1] and makes it a valid probability.
-                fg = probs[:, :, 0].clamp(0, 1)
-            else:
-                # semantic: a pixel sounds when its best class is not background
-                fg = (probs.argmax(2) != 0).float()
-                m.semantic.update(probs.flatten(0, 1), batch["semantic"].flatten(0, 1))
+            fg, classes = sounding_maps(probs, cfg.num_classes, threshold)
+            if classes is not None:
+                if "semantic" not in batch:
+                    raise TesoError(
+                        f"{dataset.base.root}: the model has {cfg.num_classes} classes but "
+                        f"{dataset.base.subset}/{dataset.base.split} has no semantic masks"
+                    )
+                m.semantic.update(classes.flatten(0, 1), batch["semantic"].flatten(0, 1))
             m.binary.update(fg, gt.float())
             m.foreground.update(fg)
             if have_truth:

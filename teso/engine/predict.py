@@ -17,14 +17,12 @@ import torch
 from PIL import Image
 
 from teso.audio import load_audio, per_second_examples
+from teso.data.avsbench import FRAMES_PER_SUBSET, SAMPLE_RATE
 from teso.errors import TesoError
-from teso.model import TeSOPredictor, load_checkpoint
+from teso.model import TeSOPredictor, load_checkpoint, sounding_maps
 from teso.utils.files import atomic_write, atomic_write_json
 from teso.video import read_frames, read_video
 from teso.video.writer import overlay, write_mp4
-
-SAMPLE_RATE = 16000
-CLIP_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
 
 
 def load_input(source: str | Path, audio: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +96,7 @@ def predict_video(
     model, extra = load_checkpoint(checkpoint, map_location=device)
     cfg = model.config
     subset = ((extra.get("experiment") or {}).get("data") or {}).get("subset", "v1m")
-    length = CLIP_FRAMES.get(subset, 5)
+    length = FRAMES_PER_SUBSET.get(subset, 5)
     logmel = per_second_examples(wave, SAMPLE_RATE, seconds)  # [S, 1, 96, 64]
     text = count = None
     if cfg.ablation.text:
@@ -119,11 +117,10 @@ def predict_video(
             None if text is None else text[start:end],
             None if count is None else count[start:end],
         )
-        probs = out.probs_at((h, w))[0].float().cpu()  # [T, N_C, H, W]
-        fg = (probs[:, 0] if cfg.num_classes == 1 else 1 - probs[:, 0]).clamp(0, 1)
-        prob_sum[start:end] += fg
-        hits[start:end] += 1
         for i, t in enumerate(range(start, end)):
+            fg, _ = sounding_maps(out.frame_probs_at(0, i, (h, w)).float().cpu(), cfg.num_classes, threshold)
+            prob_sum[t] += fg
+            hits[t] += 1
             kept[t] = out.cue_keep[0, i].tolist()
     probs = prob_sum / hits[:, None, None]
     masks = (probs > threshold).numpy()

@@ -49,7 +49,7 @@ def overlay_grid(
     from teso.audio import load_audio, mute, per_second_examples
     from teso.cues.features import TextFeatures
     from teso.data.avsbench import list_clips
-    from teso.model import TeSOPredictor, load_checkpoint
+    from teso.model import TeSOPredictor, load_checkpoint, sounding_maps
     from teso.video import read_frames
     from teso.video.writer import overlay
 
@@ -81,7 +81,7 @@ def overlay_grid(
                 audio = per_second_examples(wave, 16000, r.num_frames)
                 text, count = feats.get(r.uid) if feats is not None else (None, None)
                 probs = predictor.predict(audio, text, count, size=frames[c].shape[1:3])
-                pred = (probs[:, 0].clamp(0, 1) > 0.5).numpy()
+                pred = (sounding_maps(probs, model.config.num_classes)[0] > 0.5).numpy()
                 tiles += [overlay(frames[c][t], pred[t]) for t in range(r.num_frames)]
             rows.append((f"{name} · {cond}", tiles))
     label_w = 150

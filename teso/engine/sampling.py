@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from teso.errors import TesoError
+
 
 def epoch_batches(
     num_items: int,
@@ -23,6 +25,11 @@ def epoch_batches(
     tail that does not divide evenly is dropped in training, padded by repetition otherwise) so DDP
     never waits on a rank with fewer steps.
     """
+    if num_items < world_size:
+        # A rank without a batch would skip the collective ops of the others and hang them all.
+        raise TesoError(
+            f"{num_items} clip(s) cannot be shared by {world_size} processes: use fewer processes"
+        )
     if shuffle:
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(num_items, generator=g).tolist()

@@ -18,9 +18,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from teso.data.avsbench import collate
 from teso.engine.config import ExperimentConfig, deep_update
-from teso.engine.data import ClipDataset, collate, open_text_features, segmentation_targets
-from teso.engine.distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from teso.engine.data import ClipDataset, open_text_features, segmentation_targets
+from teso.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
 from teso.engine.evaluate import evaluate
 from teso.engine.runlog import RunLogger
 from teso.engine.sampling import epoch_batches
@@ -33,7 +34,7 @@ from teso.model.checkpoint import (
     save_training_state,
 )
 from teso.model.teso import TeSOTargets, preprocess_frames
-from teso.utils.files import atomic_write_text
+from teso.utils.files import atomic_write, atomic_write_text
 
 # Keys that may differ between a run and its resumption: they only say where to stop.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes")}
@@ -66,13 +67,19 @@ def _seed_all(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        # Mask2Former's loss samples its points on the GPU: its generator is part of the run's state.
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _poly(total: int, warmup: int):
@@ -157,6 +164,10 @@ class Trainer:
     def _datasets(self) -> tuple[ClipDataset, ClipDataset | None]:
         d, mc = self.exp.data, self.model_config
         text = open_text_features(d.root, d.cues, d.text_encoder, mc.text.dim) if mc.ablation.text else None
+        # Saved with every checkpoint so that prediction encodes new cues with the same encoder.
+        self.text_provenance = (
+            {"encoder": text.encoder, "model": text.model, "n_t": text.n_t} if text is not None else None
+        )
         size = mc.visual.image_size
         train = ClipDataset(d.root, d.subset, d.train_split, image_size=size, text=text, mask_size=size)
         val = None
@@ -202,9 +213,21 @@ class Trainer:
 
             model.load_state_dict(load_file(str(self.last_path), device=str(info.device)), strict=True)
             state = load_training_state(self.last_path)
+            _, extra = read_checkpoint_metadata(self.last_path)
+            if extra.get("step") != state["step"]:
+                raise TesoError(
+                    f"--resume: {self.last_path} (step {extra.get('step')}) and its training state "
+                    f"(step {state['step']}) do not belong together: the run was killed while saving; "
+                    "restart it or restore both files from a backup"
+                )
+            if state["world_size"] != info.world_size:
+                raise TesoError(
+                    f"--resume: the run used {state['world_size']} process(es), this one has "
+                    f"{info.world_size}: the data order and schedule would change; use the same number"
+                )
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
+            _set_rng_state(state["rng"][info.rank])
             epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
             best, elapsed = state["best_miou"], state["elapsed"]
 
@@ -214,22 +237,28 @@ class Trainer:
             print(logger.tensorboard_note)
         use_amp = t.amp and info.device.type == "cuda"
         start_time = time.perf_counter() - elapsed
-        stopped = "finished"
         nc = self.model_config.num_classes
         ab = self.model_config.ablation
         size = self.model_config.visual.image_size
 
         def checkpoint(next_epoch: int, next_batch: int) -> None:
+            rngs = all_gather_objects(_rng_state(), info)  # every rank's generators, for exact resume
             if not info.is_main:
                 return
-            extra = {"experiment": self.exp.to_dict(), "epoch": next_epoch, "step": step}
+            extra = {
+                "experiment": self.exp.to_dict(),
+                "epoch": next_epoch,
+                "step": step,
+                "text_features": self.text_provenance,
+            }
             save_checkpoint(model, self.last_path, extra=extra)
             save_training_state(
                 self.last_path,
                 {
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(),
+                    "rng": rngs,
+                    "world_size": info.world_size,
                     "epoch": next_epoch,
                     "batch_in_epoch": next_batch,
                     "step": step,
@@ -245,6 +274,7 @@ class Trainer:
                 return "max_minutes"
             return None
 
+        stopped = out_of_budget() or "finished"  # a resumed run that had already stopped stays stopped
         while epoch < t.epochs and stopped == "finished":
             batches = epoch_batches(
                 len(train_ds),
@@ -337,11 +367,13 @@ class Trainer:
                         f"epoch {epoch}: step {step}  "
                         f"val mIoU {100 * res['miou']:.2f}  F {100 * res['fscore']:.2f}"
                     )
-                if res["miou"] > best:
-                    best = res["miou"]
+                # AVSS semantic models are selected by the paper's metric, the 71-class mIoU.
+                score = res["semantic_miou"] if nc > 1 else res["miou"]
+                if score > best:
+                    best = score
                     checkpoint(epoch, batch_in_epoch)
                     if info.is_main:
-                        shutil.copyfile(self.last_path, self.best_path)
+                        atomic_write(self.best_path, lambda p: shutil.copyfile(self.last_path, p))
                     barrier(info)
                     continue
             checkpoint(epoch, batch_in_epoch)

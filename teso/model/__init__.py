@@ -29,7 +29,15 @@ from teso.model.losses import TeSOLoss, build_targets
 from teso.model.pmqs import PMQS
 from teso.model.predictor import TeSOPredictor
 from teso.model.sedam import SeDAM, SeDAMOutput, dynamic_keep, latent_infonce
-from teso.model.teso import TeSO, TeSOOutput, TeSOTargets, pack_cues, prepare_text, preprocess_frames
+from teso.model.teso import (
+    TeSO,
+    TeSOOutput,
+    TeSOTargets,
+    pack_cues,
+    prepare_text,
+    preprocess_frames,
+    sounding_maps,
+)
 from teso.model.variants import PAPER_HUB_ID, get_variant, list_variants
 
 __all__ = [
@@ -70,6 +78,7 @@ __all__ = [
     "pack_cues",
     "prepare_text",
     "preprocess_frames",
+    "sounding_maps",
     "read_checkpoint_metadata",
     "save_checkpoint",
     "save_training_state",

@@ -158,6 +158,35 @@ class TeSOOutput:
         ).reshape(b, t, q, *size)
         return self._combine(self.class_logits, logits)
 
+    def frame_probs_at(self, b: int, t: int, size: tuple[int, int]) -> torch.Tensor:
+        """``probs_at`` of one frame (clip ``b``, frame ``t``) -> [N_C, H, W]. Resizing only the N_Q
+        mask logits of that frame keeps memory at N_Q·H·W floats for long or high-resolution videos."""
+        logits = F.interpolate(
+            self.mask_logits[b, t][None], size=tuple(size), mode="bilinear", align_corners=False
+        )
+        return self._combine(self.class_logits[b, t][None, None], logits[None])[0, 0]
+
+
+def sounding_maps(
+    probs: torch.Tensor, num_classes: int, threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-pixel sounding probability and, for semantic models, the class map.
+
+    ``probs`` [..., N_C, H, W] (``TeSOOutput.probs`` / ``probs_at``) -> (foreground [..., H, W] in
+    [0, 1], class ids [..., H, W] long or None when N_C = 1).
+
+    Binary: channel 0, clamped to 1 (the einsum over queries exceeds 1 where queries overlap; the
+    clamp changes no comparison with a threshold in [0, 1]). Semantic: background (id 0) is never a
+    target, so its channel carries no evidence; a pixel's sounding probability is the score of its
+    best non-background class, and its class is that class where the score reaches ``threshold``,
+    background (0) elsewhere.
+    """
+    if num_classes == 1:
+        return probs[..., 0, :, :].clamp(0, 1), None
+    best, idx = probs[..., 1:, :, :].max(dim=-3)
+    fg = best.clamp(0, 1)
+    return fg, torch.where(fg >= threshold, idx + 1, torch.zeros_like(idx))
+
 
 class TeSO(nn.Module):
     """TeSO from its parts. Missing parts (None) are the ablations of ``config.ablation``."""
