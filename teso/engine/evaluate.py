@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from teso.audio import mute, per_second_examples, white_noise
-from teso.data.avsbench import SAMPLE_RATE, collate
+from teso.data.avsbench import SAMPLE_RATE, collate, detect_layout
 from teso.engine.data import ClipDataset
 from teso.engine.distributed import DistInfo, all_gather_objects
 from teso.errors import TesoError
@@ -321,6 +321,7 @@ def evaluate_checkpoint(
     cues = cues or trained.get("cues", "default")
     text_encoder = text_encoder or trained.get("text_encoder", "minilm")
     cfg = model.config
+    detect_layout(data)  # a wrong DATA is named as such, before any feature file is looked for
     text = open_text_features(str(data), cues, text_encoder, cfg.text.dim) if cfg.ablation.text else None
     ds = ClipDataset(str(data), subset, split, image_size=cfg.visual.image_size, text=text, audio="waveform")
     bar = tqdm(

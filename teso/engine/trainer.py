@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from teso.data.avsbench import collate
+from teso.data.avsbench import collate, detect_layout
 from teso.engine.config import ExperimentConfig, deep_update
 from teso.engine.data import ClipDataset, open_text_features, segmentation_targets
 from teso.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
@@ -163,6 +163,7 @@ class Trainer:
 
     def _datasets(self) -> tuple[ClipDataset, ClipDataset | None]:
         d, mc = self.exp.data, self.model_config
+        detect_layout(d.root)  # a wrong data.root is named as such, before any feature file is looked for
         text = open_text_features(d.root, d.cues, d.text_encoder, mc.text.dim) if mc.ablation.text else None
         # Saved with every checkpoint so that prediction encodes new cues with the same encoder.
         self.text_provenance = (
