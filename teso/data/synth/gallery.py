@@ -1,0 +1,79 @@
+"""The README pictures of SynthAVS: frames with their masks, and a spectrogram of every category."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from teso.utils.files import atomic_write
+
+
+def frames_figure(root: Path, path: Path, clips_per_subset: int = 2) -> Path:
+    """Rows of clips (v1s, v1m, v2 test): each frame over its ground-truth overlay, with a caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from teso.data.avsbench import list_clips
+    from teso.video.writer import overlay
+
+    rows = []
+    for subset in ("v1s", "v1m", "v2"):
+        rows += [c for c in list_clips(root, [subset], ["test"])][:clips_per_subset]
+    cols = 5
+    fig, axes = plt.subplots(2 * len(rows), cols, figsize=(cols * 1.6, 2 * len(rows) * 1.75), dpi=100)
+    for r, clip in enumerate(rows):
+        truth = json.loads((clip.clip_dir / "truth.json").read_text())
+        for t in range(cols):
+            frame = np.asarray(Image.open(clip.frame_paths[t]).convert("RGB"))
+            mask = np.asarray(Image.open(clip.mask_paths[t]).convert("RGB")).any(-1)
+            sounding = [o["category"] for o in truth["objects"] if o["sounding"][t]]
+            axes[2 * r, t].imshow(frame)
+            axes[2 * r, t].set_title(f"{clip.label} t={t}", fontsize=6)
+            axes[2 * r + 1, t].imshow(overlay(frame, mask))
+            axes[2 * r + 1, t].set_title(", ".join(sounding) or "(silent)", fontsize=6)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle("SynthAVS test clips: frames (top) and the sounding objects' masks (red)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
+def sounds_figure(path: Path, seed: int = 0) -> Path:
+    """The VGGish log-mel of one second of every audible category (what the audio encoder sees)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from teso.audio import log_mel_spectrogram
+    from teso.data.synth.categories import AUDIBLE
+    from teso.data.synth.sounds import object_voice, sounding_second
+
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(2, 5, figsize=(12, 4.4), dpi=100)
+    for ax, cat in zip(axes.flat, AUDIBLE):
+        wave = np.concatenate([sounding_second(cat, object_voice(cat, rng), rng) for _ in range(2)])
+        mel = log_mel_spectrogram(wave, 16000).numpy()  # [frames, 64]
+        ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma", vmin=-4.6, vmax=2)
+        ax.set_title(cat, fontsize=9)
+        ax.set_xlabel("10 ms frames", fontsize=7)
+        ax.set_ylabel("mel band", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("SynthAVS sounds: 2 s of each audible category as VGGish log-mel (125-7500 Hz)", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+    return path
+
+
+def render_gallery(root: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write ``synth_frames.png`` and ``synth_sounds.png`` into ``out_dir`` (docs/images in the repo)."""
+    out_dir = Path(out_dir)
+    return [frames_figure(Path(root), out_dir / "synth_frames.png"), sounds_figure(out_dir / "synth_sounds.png")]

@@ -1,0 +1,110 @@
+"""Write one SynthAVS clip in AVSBench's released layout (atomically: a temporary folder renamed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+from teso.data.palette import colorize
+from teso.data.synth.captions import caption_clip
+from teso.data.synth.categories import CATEGORY_BY_NAME, label2idx
+from teso.data.synth.render import render_clip
+from teso.data.synth.scenes import Scene
+from teso.data.synth.sounds import SR, mix_second, object_voice, sounding_second
+
+JPEG_QUALITY = 90
+
+
+def clip_audio(scene: Scene, rng: np.random.Generator) -> np.ndarray:
+    """[T * 16000] float32: per second, the sum of the objects sounding in it plus the noise floor."""
+    voices = {o.instance_id: object_voice(o.category, rng) for o in scene.objects if o.audible}
+    seconds = []
+    for t in range(scene.seconds):
+        parts = [
+            sounding_second(o.category, voices[o.instance_id], rng)
+            for o in scene.objects
+            if o.audible and o.sounding[t]
+        ]
+        seconds.append(mix_second(parts, rng))
+    return np.concatenate(seconds).astype(np.float32)
+
+
+def truth_record(scene: Scene) -> dict:
+    """``truth.json``: every visible object with its per-second sounding and activity-cue flags."""
+    return {
+        "uid": scene.uid,
+        "subset": scene.subset,
+        "split": scene.split,
+        "seconds": scene.seconds,
+        "image_size": scene.image_size,
+        "background": scene.background["kind"],
+        "objects": [
+            {
+                "instance_id": o.instance_id,
+                "category": o.category,
+                "audible": o.audible,
+                "colour": o.colour,
+                "sounding": list(o.sounding),
+                "cue": list(o.cue),
+                "anchor_xy": [[x, y] for x, y in zip(o.x, o.y)],
+                "height": o.height,
+            }
+            for o in scene.objects
+        ],
+    }
+
+
+def write_clip(scene: Scene, rng: np.random.Generator, clip_dir: Path) -> None:
+    """Render, synthesise and caption ``scene`` into ``clip_dir`` (skipped if it already exists).
+
+    Everything goes to ``.{uid}.tmp`` beside it first and is renamed into place at the end, so a
+    killed run leaves either a complete clip or a temporary folder that the next run replaces.
+    """
+    if clip_dir.is_dir():
+        return
+    tmp = clip_dir.parent / f".{clip_dir.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    for sub in ("frames", "labels_rgb", "labels_semantic", "instances"):
+        (tmp / sub).mkdir(parents=True)
+    frames, instances = render_clip(scene, rng)
+    classes = label2idx()
+    num_classes = len(classes)
+    for t, (rgb, ids) in enumerate(zip(frames, instances)):
+        Image.fromarray(rgb).save(tmp / "frames" / f"{t}.jpg", quality=JPEG_QUALITY)
+        Image.fromarray(ids).save(tmp / "instances" / f"{t}.png")
+        semantic = np.zeros(ids.shape, dtype=np.uint8)
+        for o in scene.objects:
+            if o.sounding[t]:
+                semantic[ids == o.instance_id] = classes[o.category]
+        Image.fromarray(semantic).save(tmp / "labels_semantic" / f"{t}.png")
+        Image.fromarray(colorize(semantic, num_classes)).save(tmp / "labels_rgb" / f"{t}.png")
+    audio = clip_audio(scene, rng)
+    assert len(audio) == scene.seconds * SR
+    sf.write(tmp / "audio.wav", audio, SR, subtype="PCM_16")
+    (tmp / "captions.json").write_text(json.dumps(caption_clip(scene, rng), indent=1) + "\n")
+    (tmp / "truth.json").write_text(json.dumps(truth_record(scene), indent=1) + "\n")
+    os.replace(tmp, clip_dir)
+
+
+def metadata_row(scene: Scene) -> dict:
+    return {
+        "vid": scene.uid,
+        "uid": scene.uid,
+        "s_min": 0,
+        "s_sec": 0,
+        "a_obj": "_".join(scene.sounding_categories()),
+        "split": scene.split,
+        "label": scene.subset,
+    }
+
+
+def describe_categories() -> list[dict]:
+    classes = label2idx()
+    return [CATEGORY_BY_NAME[name].describe(index) for name, index in classes.items() if name != "background"]
