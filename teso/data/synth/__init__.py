@@ -94,7 +94,9 @@ def _check_out(out: Path, params: dict) -> None:
     old = json.loads(meta.read_text()).get("parameters")
     if old != params:
         diff = {k: (old.get(k) if old else None, v) for k, v in params.items() if not old or old.get(k) != v}
-        raise TesoError(f"--out {out}: holds SynthAVS made with other parameters {diff} (old, new); use another --out")
+        raise TesoError(
+            f"--out {out}: holds SynthAVS made with other parameters {diff} (old, new); use another --out"
+        )
 
 
 def generate(
@@ -119,10 +121,16 @@ def generate(
     # synth.json first: it marks the folder as this generator's, so a killed run can be resumed.
     atomic_write_json(
         out / "synth.json",
-        {"generator": "teso.data.synth", "parameters": params, "categories": describe_categories(),
-         "splits": {"train": "each audible category sounds with its own prior",
-                    "val": "every audible object sounds with probability 0.5",
-                    "test": "every audible object sounds with probability 0.5"}},  # fmt: skip
+        {
+            "generator": "teso.data.synth",
+            "parameters": params,
+            "categories": describe_categories(),
+            "splits": {
+                "train": "each audible category sounds with its own prior",
+                "val": "every audible object sounds with probability 0.5",
+                "test": "every audible object sounds with probability 0.5",
+            },
+        },  # fmt: skip
     )
     atomic_write_json(out / "label2idx.json", label2idx())
     tasks = [

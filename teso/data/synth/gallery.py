@@ -76,4 +76,7 @@ def sounds_figure(path: Path, seed: int = 0) -> Path:
 def render_gallery(root: str | Path, out_dir: str | Path) -> list[Path]:
     """Write ``synth_frames.png`` and ``synth_sounds.png`` into ``out_dir`` (docs/images in the repo)."""
     out_dir = Path(out_dir)
-    return [frames_figure(Path(root), out_dir / "synth_frames.png"), sounds_figure(out_dir / "synth_sounds.png")]
+    return [
+        frames_figure(Path(root), out_dir / "synth_frames.png"),
+        sounds_figure(out_dir / "synth_sounds.png"),
+    ]

@@ -167,6 +167,10 @@ def _overlap_fraction(a: tuple[float, float, float, float], b: tuple[float, floa
     return ix * iy / max(small, 1e-6)
 
 
+class _NoRoom(Exception):
+    """The objects drawn for a clip do not fit side by side at their sizes."""
+
+
 MAX_DRIFT = 4.0  # pixels at 128 px: objects move a little from one second to the next
 MAX_OVERLAP = 0.2  # of the smaller bounding box, so that no object is hidden by another
 
@@ -202,8 +206,8 @@ def _place(
                 break
         if ok:
             break
-    else:  # pragma: no cover - the size ranges leave plenty of room; this guards a future change
-        raise RuntimeError(f"could not place {cats} in a {size}px frame without overlap")
+    else:
+        raise _NoRoom(f"could not place {cats} in a {size}px frame without overlap")
     xs, ys = [], []
     for x0, y0 in starts:
         # A random walk folded into [-drift, drift] keeps the object inside the box checked above.
@@ -278,7 +282,14 @@ def sample_scene(
         else:
             cues.append([bool(v) for v in rng.random(seconds) < silent_cue_rate])
 
-    xs, ys = _place(rng, cats, heights, seconds, image_size)
+    while True:
+        try:
+            xs, ys = _place(rng, cats, heights, seconds, image_size)
+            break
+        except _NoRoom:
+            # Four large ground objects may not fit side by side: shrink them all a little and retry
+            # (deterministic: the same draws lead to the same shrinking).
+            heights = [h * 0.9 for h in heights]
     background = _background(rng)
 
     # Drawing order = depth: what stands lower in the frame is nearer the camera.
