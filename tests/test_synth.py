@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,10 @@ from teso.data.synth.scenes import sample_scene
 from teso.errors import TesoError
 
 AUDIO_WORDS = ("sound", "noise", "hear", "loud", "audio", "bark", "sing", "playing", "ticking", "siren")
+AUDIO_WORD_RE = re.compile(
+    r"\b(chirp\w*|talk\w*|speak\w*|music\w*|ring\w*|tick\w*|silen\w*|quiet\w*|hum|humming|honk\w*"
+    r"|wail\w*|beep\w*|voice\w*|listen\w*|rev\w*|purr\w*|acoustic\w*)\b"
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,7 @@ def test_captions_describe_what_is_visible_and_never_the_audio(synth):
         for t, text in enumerate(captions):
             low = text.lower()
             assert not any(w in low for w in AUDIO_WORDS), text
+            assert not AUDIO_WORD_RE.search(low), text
             for o in truth["objects"]:
                 cat = CATEGORY_BY_NAME[o["category"]]
                 assert cat.noun in low and o["colour"] in low
@@ -152,3 +158,165 @@ def test_seconds_with_sounding_objects_are_louder(synth):
             rms = float(np.sqrt(np.mean(audio[t * 16000 : (t + 1) * 16000] ** 2)))
             (loud if any(o["sounding"][t] for o in truth["objects"]) else quiet).append(rms)
     assert loud and quiet and min(loud) > 3 * max(quiet)
+
+
+def test_truth_matches_the_files_and_the_scene_sampler(synth):
+    from teso.data.synth import IMAGE_SIZE, Q, _clip_rng
+
+    for row in csv.DictReader((synth / "metadata.csv").open()):
+        clip = synth / row["label"] / row["uid"]
+        truth = json.loads((clip / "truth.json").read_text())
+        index = int(row["uid"].rsplit("_", 1)[1])
+        scene = sample_scene(_clip_rng(3, row["label"], row["split"], index), row["label"], row["split"],
+                             index, IMAGE_SIZE, Q)  # fmt: skip
+        assert [o["sounding"] for o in truth["objects"]] == [o.sounding for o in scene.objects]
+        assert [o["cue"] for o in truth["objects"]] == [o.cue for o in scene.objects]
+        for o in truth["objects"]:
+            for t in range(truth["seconds"]):
+                inst = np.asarray(Image.open(clip / "instances" / f"{t}.png")) == o["instance_id"]
+                ys, xs = np.nonzero(inst)
+                assert o["visible_pixels"][t] == len(xs) > 0
+                assert o["bbox"][t] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_subset_rules_hold_in_every_sampled_clip():
+    for subset, seconds, (lo, hi) in (("v1s", 5, (1, 3)), ("v1m", 5, (2, 4)), ("v2", 10, (1, 4))):
+        for split in ("train", "test"):
+            for i in range(150):
+                scene = sample_scene(np.random.default_rng([11, i]), subset, split, i)
+                objs = scene.objects
+                audible = [o for o in objs if o.audible]
+                sounding = [o for o in objs if any(o.sounding)]
+                assert lo <= len(objs) <= hi and scene.seconds == seconds
+                assert len({o.category for o in objs}) == len(objs)
+                assert all(len(o.sounding) == len(o.cue) == seconds for o in objs)
+                assert not any(any(o.sounding) for o in objs if not o.audible)
+                assert "_" not in "".join(o.category for o in objs)
+                if subset == "v1s":
+                    assert len(audible) == 1 and sounding == audible
+                elif subset == "v1m":
+                    assert len(audible) >= 2 and len(sounding) >= 2
+                else:
+                    assert len(sounding) >= 1
+
+
+def test_a_category_prior_rule_is_rewarded_in_train_and_useless_in_test():
+    """'Segment an object whenever its category usually sounds' versus the truth, per object-second:
+    right about 70 % of the time in train, a coin flip in test, in every subset."""
+    for subset in ("v1s", "v1m", "v2"):
+        acc = {}
+        for split in ("train", "test"):
+            right = total = 0
+            for i in range(300):
+                for o in sample_scene(np.random.default_rng([12, i]), subset, split, i).objects:
+                    if o.audible:
+                        rule = CATEGORY_BY_NAME[o.category].train_prior >= 0.5
+                        right += sum(s == rule for s in o.sounding)
+                        total += len(o.sounding)
+            acc[split] = right / total
+        assert acc["train"] > 0.66 and abs(acc["test"] - 0.5) < 0.04, (subset, acc)
+
+
+def test_occlusion_order_nearer_objects_hide_farther_ones():
+    from dataclasses import replace
+
+    from teso.data.synth.render import render_background, render_frame
+
+    overlaps = 0
+    for i in range(60):
+        scene = sample_scene(np.random.default_rng([13, i]), "v2", "test", i)
+        if len(scene.objects) < 3:
+            continue
+        bg = render_background(scene)
+        _, full = render_frame(scene, 0, bg, np.random.default_rng(0))
+        for obj in scene.objects:
+            _, solo = render_frame(replace(scene, objects=[obj]), 0, bg, np.random.default_rng(0))
+            own = solo == obj.instance_id
+            assert not ((full == obj.instance_id) & ~own).any()  # an object never spills outside itself
+            covered = full[own & (full != obj.instance_id)]
+            # What hides it was drawn after it (nearer): a larger id, or a nearer object's prop (id 0).
+            assert not ((covered > 0) & (covered < obj.instance_id)).any()
+            overlaps += int((covered > obj.instance_id).any())
+    assert overlaps >= 3
+
+
+def test_each_category_sounds_distinct_in_log_mel():
+    """A linear classifier on pooled VGGish log-mel tells held-out voices of the ten sounds apart."""
+    import torch
+
+    from teso.audio import log_mel_examples
+    from teso.data.synth.sounds import noise_floor, object_voice, sounding_second
+
+    def examples(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        mels, labels = [], []
+        for ci, cat in enumerate(AUDIBLE):
+            for _ in range(n):
+                wave = sounding_second(cat, object_voice(cat, rng), rng) + noise_floor(rng)
+                mels.append(log_mel_examples(wave, 16000)[0, 0])
+                labels.append(ci)
+        m = torch.stack(mels)  # [N, 96, 64]
+        pooled = torch.nn.functional.avg_pool2d(m[:, None], (16, 8)).flatten(1)
+        return torch.cat([m.mean(1), m.std(1), pooled], 1), torch.tensor(labels)
+
+    xa, ya = examples(12, 0)
+    xb, yb = examples(6, 1)
+    mu, sd = xa.mean(0), xa.std(0) + 1e-3
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(xa.shape[1], len(AUDIBLE))
+    opt = torch.optim.Adam(lin.parameters(), 1e-2, weight_decay=1e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(lin((xa - mu) / sd), ya).backward()
+        opt.step()
+    acc = (lin((xb - mu) / sd).argmax(1) == yb).float().mean().item()
+    assert acc >= 0.85, acc
+
+
+def test_captions_vary_and_place_objects_where_they_are():
+    from teso.data.synth.captions import caption_frame
+
+    texts = set()
+    for i in range(40):
+        scene = sample_scene(np.random.default_rng([14, i]), "v1m", "train", i)
+        text = caption_frame(scene, 0, np.random.default_rng(i))
+        texts.add(text.split(",")[0])
+        for o in scene.objects:
+            cat = CATEGORY_BY_NAME[o.category]
+            side = (
+                "on the left"
+                if o.x[0] < 0.36 * 128
+                else "on the right"
+                if o.x[0] > 0.64 * 128
+                else "in the middle"
+            )
+            prefix = {"air": "in the air ", "wall": "on the wall "}.get(cat.placement, "")
+            assert f"a {o.colour} {cat.noun} {prefix}{side}" in text, (text, o.category, o.x[0])
+    assert len(texts) >= 5
+
+
+def test_cli_generates_and_checks(tmp_path, capsys):
+    from teso.cli.main import main
+
+    rc = main(
+        ["data", "synth", "--out", str(tmp_path / "s"), "--clips", "3", "--subsets", "v1m", "--seed", "2"]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "v1m: train 1, val 1, test 1" in out and "OK" in out
+    assert len(list((tmp_path / "s" / "v1m").iterdir())) == 3
+
+
+def test_no_caption_building_block_mentions_audio():
+    from teso.data.synth import captions
+    from teso.data.synth.categories import CATEGORIES
+
+    blocks = [p for c in CATEGORIES for p in (*c.cue_on, *c.cue_off, c.noun, *(n for n, _ in c.colours))]
+    blocks += [
+        *captions.LEAD,
+        *captions.NEXT,
+        *(i for pair in captions.INTRO.values() for i in pair),
+    ]
+    for text in blocks:
+        low = text.lower()
+        assert not any(w in low for w in AUDIO_WORDS) and not AUDIO_WORD_RE.search(low), text

@@ -80,3 +80,34 @@ def render_gallery(root: str | Path, out_dir: str | Path) -> list[Path]:
         frames_figure(Path(root), out_dir / "synth_frames.png"),
         sounds_figure(out_dir / "synth_sounds.png"),
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m teso.data.synth.gallery [OUT_DIR] [--root ROOT]``: regenerate the README pictures.
+
+    Without ``--root`` a small SynthAVS (12 clips per subset, seed 0) is generated in a temporary
+    folder first, so the pictures never depend on a dataset lying around.
+    """
+    import argparse
+    import tempfile
+
+    from teso.data.synth import generate
+
+    p = argparse.ArgumentParser(description="write docs/images/synth_frames.png and synth_sounds.png")
+    p.add_argument("out_dir", nargs="?", default="docs/images", type=Path)
+    p.add_argument("--root", type=Path, default=None, help="an existing SynthAVS tree to draw from")
+    args = p.parse_args(argv)
+    if args.root is not None:
+        paths = render_gallery(args.root, args.out_dir)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "synthavs"
+            generate(root, clips=12, seed=0, progress=False)
+            paths = render_gallery(root, args.out_dir)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -160,13 +160,6 @@ def _vertical_range(placement: str, size: int) -> tuple[float, float]:
     return 0.66, 0.97
 
 
-def _overlap_fraction(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / max(small, 1e-6)
-
-
 class _NoRoom(Exception):
     """The objects drawn for a clip do not fit side by side at their sizes."""
 
@@ -180,36 +173,42 @@ def _place(
 ) -> tuple[list[list[float]], list[list[float]]]:
     """Bottom-centre tracks ``xs[i][t], ys[i][t]`` with bounded drift and little overlap."""
     drift = MAX_DRIFT * size / 128
-    for _attempt in range(500):
-        boxes: list[tuple[float, float, float, float]] = []
-        starts: list[tuple[float, float]] = []
-        ok = True
-        for cat, h in zip(cats, heights):
-            c = CATEGORY_BY_NAME[cat]
+    # The widest objects go first: they are the hardest to fit once others stand in the frame.
+    order = sorted(range(len(cats)), key=lambda i: -heights[i] * CATEGORY_BY_NAME[cats[i]].aspect)
+    for _attempt in range(100):
+        boxes = np.zeros((0, 4))
+        starts: dict[int, tuple[float, float]] = {}
+        for i in order:
+            c = CATEGORY_BY_NAME[cats[i]]
+            h = heights[i]
             w = h * c.aspect
             lo, hi = _vertical_range(c.placement, size)
             lo_y = max(lo * size, h + drift + 1)
             hi_y = hi * size - drift - 1
             lo_x, hi_x = w / 2 + drift + 2, size - w / 2 - drift - 2
-            placed = False
-            for _try in range(60):
-                x = float(rng.uniform(lo_x, hi_x))
-                y = float(rng.uniform(lo_y, max(lo_y, hi_y)))
-                box = (x - w / 2 - drift, y - h - drift, x + w / 2 + drift, y + drift)
-                if all(_overlap_fraction(box, b) <= MAX_OVERLAP for b in boxes):
-                    boxes.append(box)
-                    starts.append((x, y))
-                    placed = True
-                    break
-            if not placed:
-                ok = False
+            # 60 candidate spots at once; the first one that overlaps nothing too much wins.
+            x = rng.uniform(lo_x, hi_x, size=60)
+            y = rng.uniform(lo_y, max(lo_y, hi_y), size=60)
+            cand = np.stack([x - w / 2 - drift, y - h - drift, x + w / 2 + drift, y + drift], 1)
+            ok = np.ones(60, dtype=bool)
+            if len(boxes):
+                a, b = cand[:, None], boxes[None]
+                ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+                iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+                area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+                area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+                ok = (ix * iy / np.maximum(np.minimum(area_a, area_b), 1e-6) <= MAX_OVERLAP).all(1)
+            if not ok.any():
                 break
-        if ok:
+            k = int(np.argmax(ok))
+            boxes = np.concatenate([boxes, cand[k : k + 1]])
+            starts[i] = (float(x[k]), float(y[k]))
+        if len(starts) == len(cats):
             break
     else:
         raise _NoRoom(f"could not place {cats} in a {size}px frame without overlap")
     xs, ys = [], []
-    for x0, y0 in starts:
+    for x0, y0 in (starts[i] for i in range(len(cats))):
         # A random walk folded into [-drift, drift] keeps the object inside the box checked above.
         steps = rng.uniform(-0.45, 0.45, size=(seconds, 2)) * drift
         steps[0] = 0.0

@@ -35,16 +35,33 @@ def clip_audio(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(seconds).astype(np.float32)
 
 
-def truth_record(scene: Scene) -> dict:
-    """``truth.json``: every visible object with its per-second sounding and activity-cue flags."""
-    return {
-        "uid": scene.uid,
-        "subset": scene.subset,
-        "split": scene.split,
-        "seconds": scene.seconds,
-        "image_size": scene.image_size,
-        "background": scene.background["kind"],
-        "objects": [
+def _boxes(instances: list[np.ndarray], instance_id: int) -> tuple[list[list[int] | None], list[int]]:
+    """Per frame: the box ``[x0, y0, x1, y1]`` (x1, y1 exclusive) of the object's visible pixels, or None
+    when it is fully hidden, and the visible pixel count."""
+    boxes: list[list[int] | None] = []
+    areas: list[int] = []
+    for ids in instances:
+        sel = ids == instance_id
+        areas.append(int(sel.sum()))
+        if not areas[-1]:
+            boxes.append(None)
+            continue
+        rows, cols = np.nonzero(sel.any(1))[0], np.nonzero(sel.any(0))[0]
+        boxes.append([int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1])
+    return boxes, areas
+
+
+def truth_record(scene: Scene, instances: list[np.ndarray]) -> dict:
+    """``truth.json``: every visible object with its per-second sounding and activity-cue flags.
+
+    ``instances``: the clip's T instance-id masks ``[H, W]`` uint8, from which each object's
+    per-frame ``bbox`` and ``visible_pixels`` are measured. Objects are listed in drawing order
+    (back to front): ``instance_id`` 1 is the farthest.
+    """
+    objects = []
+    for o in scene.objects:
+        boxes, areas = _boxes(instances, o.instance_id)
+        objects.append(
             {
                 "instance_id": o.instance_id,
                 "category": o.category,
@@ -52,11 +69,20 @@ def truth_record(scene: Scene) -> dict:
                 "colour": o.colour,
                 "sounding": list(o.sounding),
                 "cue": list(o.cue),
+                "bbox": boxes,
+                "visible_pixels": areas,
                 "anchor_xy": [[x, y] for x, y in zip(o.x, o.y)],
                 "height": o.height,
             }
-            for o in scene.objects
-        ],
+        )
+    return {
+        "uid": scene.uid,
+        "subset": scene.subset,
+        "split": scene.split,
+        "seconds": scene.seconds,
+        "image_size": scene.image_size,
+        "background": scene.background["kind"],
+        "objects": objects,
     }
 
 
@@ -89,7 +115,7 @@ def write_clip(scene: Scene, rng: np.random.Generator, clip_dir: Path) -> None:
     assert len(audio) == scene.seconds * SR
     sf.write(tmp / "audio.wav", audio, SR, subtype="PCM_16")
     (tmp / "captions.json").write_text(json.dumps(caption_clip(scene, rng), indent=1) + "\n")
-    (tmp / "truth.json").write_text(json.dumps(truth_record(scene), indent=1) + "\n")
+    (tmp / "truth.json").write_text(json.dumps(truth_record(scene, instances), indent=1) + "\n")
     os.replace(tmp, clip_dir)
 
 
