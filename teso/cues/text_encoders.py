@@ -38,6 +38,21 @@ def _l2(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
+def _encode_batched(encoder, texts: list[str], max_len: int, embed) -> torch.Tensor:
+    """Tokenise ``texts`` in batches, ``embed(tokens) -> [n, d]``, L2-normalise -> [N, d] on CPU."""
+    out = []
+    for i in range(0, len(texts), encoder.batch_size):
+        enc = encoder.tokenizer(
+            texts[i : i + encoder.batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_tensors="pt",
+        ).to(encoder.device)
+        out.append(_l2(embed(enc)).cpu())
+    return torch.cat(out) if out else torch.zeros(0, encoder.dim)
+
+
 class ClipTextEncoder:
     """The CLIP text tower with projection (ImageBind's text encoder): ``[N] -> [N, 1024]``."""
 
@@ -59,17 +74,7 @@ class ClipTextEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[i : i + self.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.max_len,
-                return_tensors="pt",
-            ).to(self.device)
-            out.append(_l2(self.net(**enc).text_embeds).cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.dim)
+        return _encode_batched(self, texts, self.max_len, lambda enc: self.net(**enc).text_embeds)
 
 
 def minilm_path() -> Path:
@@ -105,20 +110,12 @@ class MiniLMEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[i : i + self.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=256,
-                return_tensors="pt",
-            ).to(self.device)
+        def mean_pool(enc) -> torch.Tensor:
             states = self.net(**enc).last_hidden_state  # [n, L, d]
             mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)  # [n, L, 1]
-            mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(_l2(mean).cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.dim)
+            return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+        return _encode_batched(self, texts, 256, mean_pool)
 
 
 class TinyRandomEncoder:
