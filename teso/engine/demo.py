@@ -9,7 +9,6 @@ Every stage is resumable: re-running the same command skips finished work.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -266,7 +265,3 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()),
     ]
     return "\n".join(lines) + "\n"
-
-
-def load_report(out: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "report.json").read_text())

@@ -14,8 +14,9 @@ from teso.utils.files import append_line
 class RunLogger:
     """Appends ``{"kind", "step", "epoch", "time", **scalars}`` to ``RUN/log.jsonl`` and TensorBoard.
 
-    TensorBoard event files need the ``tensorboard`` package (``pip install teso[tensorboard]``);
-    without it only the JSONL log is written, and ``tensorboard_note`` says so.
+    TensorBoard event files need the ``tensorboard`` package, a default dependency of teso; should it
+    be missing from an environment anyway, only the JSONL log is written, and ``tensorboard_note``
+    says so.
     """
 
     def __init__(self, run_dir: str | Path, enabled: bool = True):
@@ -29,7 +30,10 @@ class RunLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.tensorboard_note = "tensorboard is not installed: scalars go to log.jsonl only"
+            self.tensorboard_note = (
+                "tensorboard is not installed (it is a teso dependency: `pip install tensorboard`): "
+                "scalars go to log.jsonl only"
+            )
         else:
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
 
@@ -57,14 +61,3 @@ def _plain(v: Any) -> Any:
         except (ValueError, RuntimeError):
             return str(v)
     return v
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """Parse a log.jsonl, skipping a trailing line cut by a crash."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

@@ -257,7 +257,3 @@ def label2idx() -> dict[str, int]:
     for i, c in enumerate(CATEGORIES, start=1):
         out[c.name] = i
     return out
-
-
-def class_index(name: str) -> int:
-    return label2idx()[name]

@@ -32,10 +32,6 @@ def shade(rgb: Sequence[int], f: float) -> RGB:
     return tuple(int(max(0, min(255, round(c * f)))) for c in rgb)  # type: ignore[return-value]
 
 
-def mix(a: Sequence[int], b: Sequence[int], w: float) -> RGB:
-    return tuple(int(round(x * (1 - w) + y * w)) for x, y in zip(a, b))  # type: ignore[return-value]
-
-
 class Pen:
     """Draws one object's parts on the frame and the id image in object coordinates."""
 

@@ -30,11 +30,6 @@ def _t(n: int = SR) -> np.ndarray:
     return np.arange(n, dtype=np.float64) / SR
 
 
-def _env(n: int, attack: float, decay: float) -> np.ndarray:
-    t = _t(n)
-    return np.minimum(1.0, t / max(attack, 1e-4)) * np.exp(-t / decay)
-
-
 def _place(out: np.ndarray, sig: np.ndarray, start: int) -> None:
     end = min(len(out), start + len(sig))
     if start < end:
