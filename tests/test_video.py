@@ -74,9 +74,9 @@ def _decode_painted(frames: np.ndarray) -> list[tuple[int, int]]:
     return [(int(round((a - 20) / 40)), int(round(b / 10))) for a, b in zip(left, right)]
 
 
-def test_read_frames_takes_frame_nearest_15_16_of_each_second(mp4):
+def test_read_frames_takes_the_frame_on_screen_at_15_16_of_each_second(mp4):
     frames = read_frames(mp4)
-    # 3.5 s -> T = 3; (t + 15/16) s * 24 fps = frame 22.5 of the second: a tie, the earlier frame 22.
+    # 3.5 s -> T = 3; (t + 15/16) s * 24 fps = frame 22.5 of the second: frame 22 is on screen.
     assert frames.shape == (3, H, W, 3) and frames.dtype == np.uint8
     assert _decode_painted(frames) == [(0, 22), (1, 22), (2, 22)]
 
@@ -94,6 +94,13 @@ def test_read_frames_at_other_rates(mp4):
         (0, 23),
         (1, 23),
     ]
+
+
+def test_a_one_fps_video_gives_each_second_its_own_frame(mp4):
+    # At 1 fps frame t is on screen from t to t + 1 s, so second t is frame t; the nearest-timestamp
+    # rule would pick frame t + 1 (0.0625 s away) and shift the clip by one second.
+    one = write_mp4(mp4.parent / "1fps.mp4", seconds=4, fps=1, audio=False)
+    assert [second for second, _ in _decode_painted(read_frames(one))] == [0, 1, 2, 3]
 
 
 def test_read_video(mp4):

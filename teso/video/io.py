@@ -2,11 +2,12 @@
 
 Which frame stands for second ``t`` (video input)
     AVSBench extracted, for second ``t`` of a clip, the frame shown at about 15/16 of that second.
-    :func:`read_frames` takes, for output frame ``k`` at rate ``fps``, the decoded frame whose
-    presentation time is **nearest to** ``(k + 15/16) / fps`` seconds; at ``fps = 1`` that is the
-    frame nearest ``t + 0.9375 s``. Times are compared as exact fractions of the stream's time base,
-    and a tie (e.g. 24 fps: frames 22 and 23 of a second lie 1/48 s either side) goes to the
-    **earlier** frame, so the choice is deterministic.
+    :func:`read_frames` takes, for output frame ``k`` at rate ``fps``, the decoded frame **on screen**
+    at ``(k + 15/16) / fps`` seconds: the last frame whose presentation time is at or before it (a
+    frame is shown from its timestamp until the next one's). At ``fps = 1`` that is the frame on
+    screen at ``t + 0.9375 s``; for a 1 fps mp4 it is frame ``t`` itself (the nearest-timestamp rule
+    would take frame ``t + 1``, shifting the whole clip by a second). Times are compared as exact
+    fractions of the stream's time base, so the choice is deterministic.
 
 How many seconds ``T`` a video has
     The decoded video ends at ``end = pts(last frame) + duration(last frame)``; ``T = floor(end *
@@ -154,7 +155,7 @@ def _declared_duration(container: av.container.InputContainer, stream: av.VideoS
 
 
 def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
-    """Stream-decode the first video stream, keeping only the frames nearest the target times.
+    """Stream-decode the first video stream, keeping only the frames on screen at the target times.
 
     Returns ``([T, H, W, 3] uint8, source fps)``.
     """
@@ -189,11 +190,9 @@ def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
                 count += 1
                 step = Fraction(frame.duration) * time_base if frame.duration else nominal_step
                 end = t + step if step is not None else t
-                # Every target lying between the previous frame and this one is decided now.
+                # Every target before this frame's timestamp was on screen with the previous frame.
                 while prev is not None and target(k) < t:
-                    tk = target(k)
-                    best = prev[1] if (tk - prev[0]) <= (t - tk) else frame
-                    picked.append(best.to_ndarray(format="rgb24"))
+                    picked.append(prev[1].to_ndarray(format="rgb24"))
                     k += 1
                 prev = (t, frame)
         except av.error.FFmpegError as exc:
@@ -229,8 +228,8 @@ def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
 def read_frames(source: str | os.PathLike, fps: float = 1.0) -> np.ndarray:
     """Frames of a video file or a folder of images as ``[T, H, W, 3]`` uint8 RGB.
 
-    Video: ``T = floor(duration * fps)``; output frame ``k`` is the decoded frame nearest to
-    ``(k + 15/16) / fps`` s (ties go to the earlier frame) — see the module doc. Folder: every
+    Video: ``T = floor(duration * fps)``; output frame ``k`` is the decoded frame on screen at
+    ``(k + 15/16) / fps`` s — see the module doc. Folder: every
     image, ordered by the number in its name; ``fps`` must then be 1 (a folder is taken to be at
     1 fps already and is never resampled).
 
