@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from teso.errors import TesoError
@@ -98,6 +99,54 @@ def _encoder_for(extra: dict, cfg, device: str):
     return lambda cues: build_clip_tensor(cues, encoder, cfg.text.num_cues)
 
 
+CUE_SOURCES = (
+    "to get cues, point --base-url at a running OpenAI-compatible server (vLLM, Ollama, the llama.cpp "
+    "server), use local models (--captioner llava --caption-model DIR, --model DIR for the reasoner), "
+    "or give them with --cues FILE (JSON, one list of cues per second)"
+)
+
+
+def _servers(args: argparse.Namespace) -> list[str]:
+    """The OpenAI-compatible endpoints ``--cues auto`` will call (the choice of :mod:`teso.cli.cues`)."""
+    urls = []
+    if args.captioner == "openai":
+        urls.append(args.caption_base_url or args.base_url)
+    backend = args.backend or ("openai" if args.base_url else "transformers")
+    if args.reasoner in ("llm", "vlm") and backend == "openai":
+        urls.append(args.base_url)
+    return list(dict.fromkeys(u for u in urls if u))
+
+
+def _check_servers(args: argparse.Namespace) -> None:
+    """One TCP connect per server before any frame is sent: a server that is not there is a one-line
+    error now, not ``--retries`` rounds of backoff for every frame."""
+    from teso.cues.http import BackendError, probe_server
+
+    for url in _servers(args):
+        try:
+            probe_server(url, timeout=min(args.timeout, 10.0))
+        except BackendError as err:
+            raise TesoError(f"{url}: no OpenAI-compatible server reachable ({err}); {CUE_SOURCES}") from err
+
+
+def _process(worker, items: list, desc: str) -> list[dict]:
+    """``worker.process`` over ``items`` in its batches and concurrency, results in item order."""
+    from teso.cues.runner import execute
+
+    results: dict[int, dict] = {}
+    execute(worker, items, lambda item, res: results.__setitem__(item.frame, res), desc, sys.stderr.isatty())
+    return [results[item.frame] for item in items]
+
+
+def _failed(stage: str, items: list, results: list[dict]) -> None:
+    failed = [(item.frame, res["error"]) for item, res in zip(items, results) if "error" in res]
+    if failed:
+        frame, error = failed[0]
+        raise TesoError(
+            f"{stage} failed for {len(failed)} of {len(items)} frames (frame {frame}: {error}); {CUE_SOURCES}"
+        )
+
+
 def auto_cues(args: argparse.Namespace, frames, out: Path) -> list[list[str]]:
     """Caption and reason every frame with the configured backends (written to ``out/cues.json``)."""
     from PIL import Image
@@ -106,6 +155,7 @@ def auto_cues(args: argparse.Namespace, frames, out: Path) -> list[list[str]]:
     from teso.cues.captioners import FrameItem
     from teso.utils.files import atomic_write_json
 
+    _check_servers(args)
     clip_dir = args.video if args.video.is_dir() else out
     items = []
     for t, frame in enumerate(frames):
@@ -113,15 +163,12 @@ def auto_cues(args: argparse.Namespace, frames, out: Path) -> list[list[str]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(frame).save(path, quality=95)
         items.append(FrameItem(uid=args.video.stem, frame=t, image=path, clip_dir=clip_dir))
-    captions = build_captioner(args).process(items)
-    failed = [(i.frame, c["error"]) for i, c in zip(items, captions) if "error" in c]
-    if failed:
-        raise TesoError(f"captioning failed for frame(s) {failed}")
+    # Built and dropped one after the other: a local captioner and reasoner are never loaded together.
+    captions = _process(build_captioner(args), items, "caption")
+    _failed("captioning", items, captions)
     items = [FrameItem(i.uid, i.frame, i.image, i.clip_dir, c["caption"]) for i, c in zip(items, captions)]
-    answers = build_reasoner(args).process(items)
-    failed = [(i.frame, a["error"]) for i, a in zip(items, answers) if "error" in a]
-    if failed:
-        raise TesoError(f"reasoning failed for frame(s) {failed}")
+    answers = _process(build_reasoner(args), items, "reason")
+    _failed("reasoning", items, answers)
     cues = [list(a.get("cues") or []) for a in answers]
     atomic_write_json(
         out / "cues.json",

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,38 @@ def image_data_url(path: str | Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def probe_server(base_url: str, timeout: float = 10.0) -> None:
+    """Fail at once, with no HTTP request and no retries, when nothing accepts connections at the
+    address of ``base_url``: one TCP connect of at most ``timeout`` seconds.
+
+    For callers that would rather stop than spend the retries of every item on a server that is not
+    there (``teso predict``). Raises :class:`BackendError` naming the address and the reason
+    (refused, unknown host, unreachable, timed out). Does nothing when a proxy from the environment
+    handles the URL: the proxy, not this machine, connects to the server then.
+    """
+    _check_url(base_url)
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as err:
+        raise BackendError(f"{base_url}: bad port ({err})") from err
+    if not host:
+        raise BackendError(f"{base_url}: no host name")
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(host):
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise BackendError(f"cannot connect to {host}:{port}: {err.strerror or err}") from err
+
+
+def _check_url(base_url: str | None) -> None:
+    if not base_url or not base_url.startswith(("http://", "https://")):
+        raise TesoError(f"--base-url {base_url!r}: expected an http(s) URL such as http://host:8000/v1")
+
+
 @dataclass
 class OpenAIClient:
     """``chat(messages)`` against ``{base_url}/chat/completions``.
@@ -61,10 +94,7 @@ class OpenAIClient:
     sleep: Callable[[float], None] = time.sleep
 
     def __post_init__(self) -> None:
-        if not self.base_url or not self.base_url.startswith(("http://", "https://")):
-            raise TesoError(
-                f"--base-url {self.base_url!r}: expected an http(s) URL such as http://host:8000/v1"
-            )
+        _check_url(self.base_url)
         if not self.model:
             raise TesoError("--model: the openai backend needs the model name the server serves")
         if self.api_key is None:
