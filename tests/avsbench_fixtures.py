@@ -65,11 +65,25 @@ def _index_mask(t: int, classes: list[int]) -> np.ndarray:
     return mask
 
 
+def wav_samples(seconds: float, freq: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The float samples :func:`write_wav` stores, exactly: a tone whose amplitude steps up every
+    second (second ``t`` peaks at ``(t + 1) / 16`` of full scale, so a reader that pairs second ``t``
+    with other audio is caught), quantised to 16-bit integers ``q`` and read back as ``q / 32768``
+    (float64; every value is also exact in float32)."""
+    return _pcm16(seconds, freq, sample_rate) / 32768.0
+
+
+def _pcm16(seconds: float, freq: float, sample_rate: int) -> np.ndarray:
+    n = np.arange(int(round(seconds * sample_rate)))
+    level = 2048.0 * (1 + n // sample_rate)  # 1/16 of full scale in second 0, 10/16 in second 9
+    return np.round(level * np.sin(2 * np.pi * freq * n / sample_rate)).astype(np.int16)
+
+
 def write_wav(path: Path, seconds: float, freq: float = 440.0, sample_rate: int = SAMPLE_RATE) -> None:
+    """A 16-bit PCM wav of :func:`wav_samples`; the integers are written as they are (no float
+    conversion by libsndfile), so what a reader must return is known to the last bit."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = int(round(seconds * sample_rate))
-    x = 0.25 * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)
-    sf.write(str(path), x.astype(np.float32), sample_rate, subtype="PCM_16")
+    sf.write(str(path), _pcm16(seconds, freq, sample_rate), sample_rate, subtype="PCM_16")
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -51,13 +52,30 @@ def blank_vggish() -> VGGish:
     return model.eval()
 
 
-def shifted_rows(rows: int, cols: int, scale: float, generator: torch.Generator) -> torch.Tensor:
+# Integer weights (about TAPS of -1 / +1 per output, the rest 0), integer biases and integer inputs make
+# the forward exact in float32: see exact_reference. With TAPS = 8 and the seeds below the largest
+# partial-sum bound is about 2e5 (the last linear layer), far below 2**24; half the units are active
+# and a channels-first flatten would change 200 of the 256 outputs.
+TAPS = 8
+FLOAT32_EXACT_INTEGERS = 2**24  # every integer of magnitude <= 2**24 is a float32
+
+
+def sparse_signs(n: int, taps: int, fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` weights, each -1 or +1 with probability ``taps / (2 fan_in)``, else 0: ~``taps`` per row."""
+    draw = torch.randint(0, fan_in, (n,), generator=generator)
+    w = torch.zeros(n)
+    w[draw < taps] = 1.0
+    w[draw < taps // 2] = -1.0
+    return w
+
+
+def shifted_rows(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
     """A random-looking [rows, cols] matrix whose row i is a 7-element shift of row i - 1.
 
     Every row differs and the flatten order still matters, but the storage (and the saved file) is
     cols + 7 * rows elements instead of rows * cols: the test saves and loads in a fraction of a second.
     """
-    base = torch.randn(cols + 7 * (rows - 1), generator=generator) * scale
+    base = sparse_signs(cols + 7 * (rows - 1), TAPS, cols, generator)
     return base.as_strided((rows, cols), (7, 1))
 
 
@@ -67,16 +85,12 @@ def port_state() -> dict[str, torch.Tensor]:
     state = {}
     for k, shape in PORT_SHAPES.items():
         if k.endswith("bias"):
-            state[k] = torch.randn(shape, generator=g) * 0.01 + 0.02
-            continue
-        fan_in = 1
-        for d in shape[1:]:
-            fan_in *= d
-        scale = (2.0 / fan_in) ** 0.5
-        if k.startswith("embeddings"):
-            state[k] = shifted_rows(shape[0], shape[1], scale, g)
+            state[k] = torch.randint(0, 2, shape, generator=g).to(torch.float32)
+        elif k.startswith("embeddings"):
+            state[k] = shifted_rows(shape[0], shape[1], g)
         else:
-            state[k] = torch.randn(shape, generator=g) * scale
+            fan_in = shape[1] * shape[2] * shape[3]
+            state[k] = sparse_signs(shape[0] * fan_in, TAPS, fan_in, g).reshape(shape)
     return state
 
 
@@ -92,17 +106,68 @@ def loaded(port_file) -> VGGish:
     return VGGish.from_pretrained(port_file)
 
 
-def functional_vggish(x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The port's forward written out by hand, flattening with its transpose sequence."""
+def partial_sum_bound(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> float:
+    """A bound on every partial sum, in any order, of every dot product of a layer ``w x + b``.
+
+    ``|any partial sum of w_i x_i (+ b)| <= nnz * max|w| * max|x| + max|b|``, where ``nnz`` is the most
+    non-zero weights one output reads (a conv filter or a linear row). Computed on the elements the
+    rows span (their storage, small for the shifted rows), not on a 50 M-element copy.
+    """
+    rows = w.reshape(w.shape[0], -1)  # a view: conv weights are contiguous, linear ones unit-stride rows
+    cols, step = rows.shape[1], rows.stride(0)
+    assert rows.stride(1) == 1
+    spanned = rows.as_strided((step * (rows.shape[0] - 1) + cols,), (1,))
+    counts = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(spanned != 0, 0)])
+    starts = torch.arange(rows.shape[0]) * step
+    nnz = (counts[starts + cols] - counts[starts]).max().item()
+    w_min, w_max = torch.aminmax(spanned)
+    return nnz * max(-w_min.item(), w_max.item()) * x.abs().max().item() + b.abs().max().item()
+
+
+def functional_vggish(
+    x: torch.Tensor,
+    s: dict[str, torch.Tensor],
+    before_layer: Callable[[str, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """The port's forward written out by hand, flattening with its transpose sequence.
+
+    ``before_layer(name, x)``, when given, sees the input ``x`` of every conv / linear layer ``name``.
+    """
     for i, pool_after in ((0, True), (3, True), (6, False), (8, True), (11, False), (13, True)):
+        if before_layer is not None:
+            before_layer(f"features.{i}", x)
         x = F.relu(F.conv2d(x, s[f"features.{i}.weight"], s[f"features.{i}.bias"], padding=1))
         if pool_after:
             x = F.max_pool2d(x, 2, 2)
     x = torch.transpose(x, 1, 3)
     x = torch.transpose(x, 1, 2).contiguous().view(x.size(0), -1)
     for i in (0, 2, 4):
+        if before_layer is not None:
+            before_layer(f"embeddings.{i}", x)
         x = F.relu(F.linear(x, s[f"embeddings.{i}.weight"], s[f"embeddings.{i}.bias"]))
     return x
+
+
+def exact_reference(x: torch.Tensor, s: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The exact forward of integer weights and inputs, computed in float64; asserts the float32 one is exact.
+
+    Why there is no tolerance: for integer weights, biases and inputs every partial sum of every dot
+    product is an integer bounded by :func:`partial_sum_bound`. While that bound is below 2**24 each
+    of those integers is a float32, so every float32 multiply, add or fused multiply-add is exact, in
+    whatever order or blocking the kernel (MKL, oneDNN, any CPU, any thread count) sums; ReLU,
+    max-pool and the flatten are exact anyway. The float32 forward then equals the exact result bit
+    for bit, and so does this float64 one (its bound is 2**53). Real-valued weights would instead
+    leave kernel-dependent rounding (measured 1.1e-4 between two layouts of the same first linear layer).
+    """
+    bounds: dict[str, float] = {}
+
+    def record(name: str, layer_input: torch.Tensor) -> None:
+        bounds[name] = partial_sum_bound(layer_input, s[f"{name}.weight"], s[f"{name}.bias"])
+
+    with torch.no_grad():
+        out = functional_vggish(x.to(torch.float64), {k: v.to(torch.float64) for k, v in s.items()}, record)
+    assert len(bounds) == 9 and max(bounds.values()) < FLOAT32_EXACT_INTEGERS, bounds  # the premise
+    return out
 
 
 def test_state_dict_layout_is_the_ports():
@@ -117,14 +182,17 @@ def test_strict_load_and_forward_match_the_port(port_state, loaded):
     assert not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, port_state[k])
-    x = torch.randn(2, 1, 96, 64, generator=torch.Generator().manual_seed(1)) * 2.0 - 4.0
+    x = torch.randint(-4, 5, (2, 1, 96, 64), generator=torch.Generator().manual_seed(1)).to(torch.float32)
     with torch.no_grad():
         got = model(x)
-        want = functional_vggish(x, port_state)
-    assert got.shape == (2, 128)
+    want = exact_reference(x, port_state)
+    assert got.shape == (2, 128) and got.dtype == torch.float32
     assert torch.all(got >= 0)  # ReLU after the last layer, no PCA
-    assert got.abs().sum() > 0  # not a dead network: the comparison means something
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    # not a dead network: many distinct, large values, so the comparison means something
+    assert torch.count_nonzero(got) > 64 and got.unique().numel() > 50 and got.max() > 1000
+    assert not torch.equal(got[0], got[1])  # and the two examples are not mixed up
+    # Exact by construction (see exact_reference): equal bit for bit, no tolerance.
+    torch.testing.assert_close(got.to(torch.float64), want, rtol=0, atol=0)
 
 
 def test_flatten_is_channels_last():
@@ -159,7 +227,7 @@ def test_flatten_order_reaches_the_first_linear():
         model.embeddings[2].weight[0, 0] = 1.0
         model.embeddings[4].weight[0, 0] = 1.0
         out = model(torch.zeros(1, 1, 96, 64))
-    assert out[0, 0].item() == pytest.approx(3.0)
+    assert out[0, 0].item() == 3.0  # exact: small integers throughout (see exact_reference)
     assert torch.count_nonzero(out[0, 1:]) == 0
     with torch.no_grad():
         model.embeddings[0].weight.zero_()
