@@ -42,11 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from teso.engine.config import load_experiment
+    from teso.engine.distributed import cleanup
     from teso.engine.trainer import Trainer
 
     exp = load_experiment(args.config, args.overrides)
     out = args.out or Path("runs") / Path(args.config).stem
-    result = Trainer(exp, out, resume=args.resume, device=args.device, progress=not args.no_progress).fit()
+    try:
+        result = Trainer(
+            exp, out, resume=args.resume, device=args.device, progress=not args.no_progress
+        ).fit()
+    finally:
+        cleanup()  # under torchrun: the process group ends with the command
     print(
         f"{result.stopped}: {result.steps} steps, {result.epochs_done} epochs; "
         f"best val mIoU {100 * max(result.best_miou, 0):.2f}; last {result.last}; best {result.best}"
@@ -56,17 +62,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     from teso.engine.ablate import ABLATIONS, run_ablations
+    from teso.engine.distributed import cleanup
 
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else list(ABLATIONS)
     out = args.out or Path("runs") / f"ablate-{Path(args.config).stem}"
-    table = run_ablations(
-        args.config,
-        args.overrides,
-        out,
-        rows=rows,
-        audio=args.audio,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    try:
+        table = run_ablations(
+            args.config,
+            args.overrides,
+            out,
+            rows=rows,
+            audio=args.audio,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    finally:
+        cleanup()
     print(table)
     return 0

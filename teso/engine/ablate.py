@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from teso.engine.config import load_experiment
-from teso.engine.evaluate import evaluate_checkpoint
-from teso.engine.trainer import Trainer
+from teso.engine.evaluate import evaluate_checkpoint, parse_conditions
+from teso.engine.trainer import RESUMABLE_CHANGES, Trainer, _diff
 from teso.errors import TesoError
+from teso.model.checkpoint import read_checkpoint_metadata
 from teso.utils.files import atomic_write_json, atomic_write_text
 
 # row name -> (paper label, model.ablation overrides, paper MS3 mIoU for reference)
@@ -41,31 +44,70 @@ def run_ablations(
     device: str = "auto",
     progress: bool = True,
 ) -> str:
-    """Train + evaluate each row into ``out/ROW``; resumable (finished rows are skipped, a killed
-    training resumes). Writes ``out/table.md`` and ``out/table.json``; returns the markdown table."""
+    """Train + evaluate each row into ``out/ROW``; writes ``out/table.md`` and ``out/table.json`` and
+    returns the markdown table.
+
+    Resumable: a row's result (``ROW/eval-test.json``) is reused only when it was made with the same
+    resolved experiment and audio conditions (recorded in it as ``row_config``). Otherwise the row's
+    training resumes where it stopped (a killed run, or a larger ``train.epochs`` / ``max_steps`` /
+    ``max_minutes``) and the row is evaluated again; any other change to a row that already holds a
+    training run is an error, never a stale row in the table.
+    """
     out = Path(out)
     results: dict[str, Any] = {}
-    for row in rows:
+    plans = []
+    for row in rows:  # check every row before training any, so a refusal costs nothing
         exp = load_experiment(config, overrides + row_overrides(row))
         run = out / row
+        key = {
+            "experiment": json.loads(json.dumps(exp.to_dict())),  # tuples -> lists, as JSON reads back
+            "audio": parse_conditions(audio or list(exp.eval.audio)),
+        }
         result_path = run / "eval-test.json"
-        if not result_path.is_file():
-            last = run / "checkpoints" / "last.safetensors"
+        last = run / "checkpoints" / "last.safetensors"
+        saved = run / "config.yaml"
+        if last.is_file() and saved.is_file():
+            changed = [
+                k
+                for k in _diff(yaml.safe_load(saved.read_text()) or {}, key["experiment"])
+                if k not in RESUMABLE_CHANGES
+            ]
+            if changed:
+                raise TesoError(
+                    f"{run}: row {row!r} was trained with another config (differs in "
+                    f"{', '.join('.'.join(k) for k in changed)}); its result would be stale. Use another "
+                    f"--out, or delete {run} to retrain it"
+                )
+            _, extra = read_checkpoint_metadata(last)
+            t = exp.train
+            if (t.max_steps and extra.get("step", 0) > t.max_steps) or extra.get("epoch", 0) > t.epochs:
+                raise TesoError(
+                    f"{run}: row {row!r} has already trained {extra.get('step')} steps / "
+                    f"{extra.get('epoch')} epochs, more than train.max_steps={t.max_steps} / "
+                    f"train.epochs={t.epochs} ask for; use another --out, or delete {run} to retrain it"
+                )
+        plans.append((row, exp, run, key, result_path, last))
+    for row, exp, run, key, result_path, last in plans:
+        previous = json.loads(result_path.read_text()) if result_path.is_file() else None
+        if previous is None or previous.get("row_config") != key:
             if progress:
                 print(f"== {row}: {ABLATIONS[row][0]} -> {run}")
             trained = Trainer(exp, run, resume=last.is_file(), device=device, progress=progress).fit()
             ckpt = trained.best or trained.last
-            evaluate_checkpoint(
+            res = evaluate_checkpoint(
                 ckpt,
                 exp.data.root,
                 split=exp.data.test_split,
-                audio=audio or ",".join(exp.eval.audio),
+                audio=key["audio"],
                 threshold=exp.eval.threshold,
                 batch_clips=exp.eval.batch_clips,
                 out=result_path,
                 device=device,
                 progress=progress,
             )
+            res.pop("json", None)
+            res["row_config"] = key  # written last: a result without it is never reused
+            atomic_write_json(result_path, res)
         results[row] = json.loads(result_path.read_text())
     table = format_ablation_table(results)
     atomic_write_text(out / "table.md", table + "\n")

@@ -64,6 +64,8 @@ def all_gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def cleanup() -> None:
+    """Destroy the process group, if one was started: the end of a command that trained under
+    torchrun (``teso train``, ``teso ablate``). Trainers share the group, so no Trainer ends it."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
