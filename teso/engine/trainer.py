@@ -353,6 +353,7 @@ class Trainer:
             if val_ds is not None and (
                 epoch_finished and epoch % max(1, t.eval_every) == 0 or stopped != "finished"
             ):
+                rng = _rng_state()
                 res = evaluate(
                     model,
                     val_ds,
@@ -362,6 +363,7 @@ class Trainer:
                     seed=t.seed,
                     info=info,
                 )["conditions"]["normal"]
+                _set_rng_state(rng)
                 logger.log("val", step, epoch, {k: v for k, v in res.items() if k != "by_mode"})
                 if self.progress:
                     print(
