@@ -451,3 +451,23 @@ def test_llm_model_argument_errors(tmp_path, monkeypatch):
     if real("gguf") is not None:  # a file that is not a GGUF: one line naming the argument
         with pytest.raises(TesoError, match=r"--model .*m\.gguf: cannot load"):
             LocalChatLM(str(tmp_path / "m.gguf"))
+
+
+def test_rec2_scores_only_the_cues_the_dynamic_mask_kept():
+    from teso.cues.parse import Vocabulary
+    from teso.cues.rec import rec2
+
+    vocab = Vocabulary(["dog", "guitar", "car"])
+    cues = {("a", 0): ["dog", "guitar"], ("a", 1): ["car"], ("b", 0): ["guitar", "dog", "car"]}
+    truth = {"a": [{"dog"}, set()], "b": [{"guitar"}]}
+    # Kept: frame a/0 drops the guitar, a/1 drops the (silent) car, b/0 keeps only the guitar.
+    kept = {"a": [[True, False], [False]], "b": [[True, False, False]]}
+    res = rec2(cues, kept, truth, vocab, ["dog", "guitar", "car"])
+    # dog: cued in a/0 only, sounding in a/0 only -> AP 1; guitar: cued in b/0, sounding in b/0 -> 1;
+    # car never sounds -> left out of the mean. Without the mask every cue counts: dog is also cued in
+    # b/0 and guitar in a/0, where they are silent: each AP = R1*P1 + (1-R1)*pi = 1 * 1/2.
+    assert res.rec1 == 1.0 and res.categories_scored == 2
+    every = {"a": [[True, True], [True]], "b": [[True, True, True]]}
+    assert rec2(cues, every, truth, vocab, ["dog", "guitar", "car"]).rec1 == 0.5
+    with pytest.raises(TesoError, match="another cue store"):
+        rec2({("a", 0): ["dog"]}, {"a": [[True, True]]}, {"a": [{"dog"}]}, vocab, ["dog"])

@@ -386,3 +386,81 @@ def test_pretrained_foundation_from_a_local_directory(tmp_path):
     config.visual.num_queries = 20
     with pytest.raises(TesoError, match="num_queries"):
         build_teso(config)
+
+
+def test_soft_dynamic_mask_trains_xi_and_eval_uses_the_hard_mask():
+    """Training with ``sedam.mask_train="soft"``: ξ's inputs (the first SeDAM layer's q/k) receive a
+    gradient through the PMQS attention logits; eval applies Eq. 4 exactly (keep iff ξ > 0)."""
+    torch.manual_seed(0)
+    model = build_teso(_config())
+    _wake(model)
+    assert model.pmqs.null_key and model.sedam.soft_mask
+    frames, audio, text, count = _inputs(t=2)
+    masks = torch.zeros(1, 2, 16, 16, dtype=torch.long)
+    masks[..., 3:10, 3:10] = 1
+    model.train()
+    model(frames, audio, text, count, TeSOTargets(masks)).losses["loss_seg"].backward()
+    # The first layer's k projection feeds only ξ and the attention of that layer; with the soft
+    # mask off (hard), ξ is a step function, so only the attention path would reach it. Compare.
+    soft_grad = model.sedam.layers[0].k_proj.weight.grad.clone()
+    hard = build_teso(_config())
+    hard.load_state_dict(model.state_dict())
+    hard.sedam.soft_mask = False
+    hard.train()
+    hard(frames, audio, text, count, TeSOTargets(masks)).losses["loss_seg"].backward()
+    assert not torch.allclose(soft_grad, hard.sedam.layers[0].k_proj.weight.grad)
+    model.eval()
+    with torch.no_grad():
+        out = model(frames, audio, text, count)
+    valid = torch.arange(4)[None, None] < count[..., None]
+    assert torch.equal(out.cue_keep, valid & (out.xi > 0))
+
+
+def test_null_key_lets_a_frame_drop_every_cue():
+    """With the null key, cues whose soft mask is ~0 (log σ → −∞) leave the queries where a frame
+    without cues leaves them; without it the softmax would renormalise over the distrusted cues."""
+    from teso.model.config import PMQSConfig
+    from teso.model.pmqs import PMQS
+
+    torch.manual_seed(0)
+    pmqs = PMQS(16, PMQSConfig(num_layers=2, num_heads=2, ffn_dim=32), null_key=True)
+    with torch.no_grad():
+        for layer in pmqs.layers:  # wake the zero-initialised outputs
+            layer.attn.out_proj.weight.normal_(0, 0.5)
+            layer.ffn[-1].weight.normal_(0, 0.5)
+    queries, tokens = torch.randn(1, 5, 16), torch.randn(1, 3, 16)
+    keep = torch.ones(1, 3, dtype=torch.bool)
+    trusted = pmqs(queries, tokens, keep, key_bias=torch.zeros(1, 3))
+    distrusted = pmqs(queries, tokens, keep, key_bias=torch.full((1, 3), -60.0))
+    nothing = pmqs(queries, tokens * 0 + 7.0, keep, key_bias=torch.full((1, 3), -60.0))
+    # exp(-60) ≈ 1e-26 of weight per cue: the tokens' values cannot show in float32.
+    assert torch.equal(distrusted, nothing)
+    assert not torch.allclose(trusted, distrusted)
+    # The hard mask at eval: every cue masked -> queries unchanged exactly (Eq. 4's rule).
+    assert torch.equal(pmqs(queries, tokens, torch.zeros(1, 3, dtype=torch.bool)), queries)
+
+
+@pytest.mark.parametrize("output", ["attention", "residual"])
+def test_sedam_output_reading(output):
+    """``attention``: F_AT = FC(LN(F_T + F~_AL)) with F~_AL the last attention output, a mix of the
+    audio latents only — so with one latent (softmax weight 1) F_AT does not depend on the cue's
+    route through the layers beyond F_T itself; ``residual`` carries F_T through every layer."""
+    from teso.model.config import SeDAMConfig
+    from teso.model.sedam import SeDAM
+
+    torch.manual_seed(0)
+    sedam = SeDAM(16, SeDAMConfig(num_latents=1, num_layers=2, num_heads=2, ffn_dim=32, output=output))
+    sedam.eval()
+    audio = torch.randn(2, 16)
+    text = torch.randn(2, 3, 16)
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    out = sedam(audio, text, valid)
+    last = sedam.layers[-1]
+    lat = sedam.latents(audio)
+    # One latent: attention weight 1, so the last attention output is out_proj(v_proj(latent)).
+    audio_only = last.out_proj(last.v_proj(lat)).expand(2, 3, 16)
+    expected = sedam.out_fc(sedam.out_norm(text + audio_only))
+    if output == "attention":
+        assert torch.allclose(out.tokens, expected, atol=1e-6)  # float32, a few ops: rounding only
+    else:
+        assert not torch.allclose(out.tokens, expected, atol=1e-3)

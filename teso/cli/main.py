@@ -10,7 +10,7 @@ from teso import __version__
 from teso.errors import TesoError
 
 # Modules under teso.cli, each adding its sub-commands to the parser.
-COMMAND_MODULES = ["data", "cues", "train", "evaluate", "predict", "demo", "bench"]
+COMMAND_MODULES = ["data", "cues", "pretrain", "train", "evaluate", "predict", "demo", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

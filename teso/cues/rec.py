@@ -243,3 +243,37 @@ class SlotCounts:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "silent_rate": self.silent_rate}
+
+
+def rec2(
+    cues: dict[tuple[str, int], Sequence[str]],
+    kept: dict[str, list[list[bool]]],
+    truth: dict[str, list[set[str]]],
+    vocab,
+    categories: Sequence[str],
+) -> RecResult:
+    """REC#2 (paper Table 3): REC#1 of the cues that survived the dynamic mask.
+
+    ``cues`` (uid, t) -> the frame's cue words (the store's, in order); ``kept`` uid -> per frame one
+    bool per real cue slot the model saw (``evaluate``'s ``kept_by_frame``: slot i is the i-th of the
+    first N_T cues); ``truth`` uid -> per frame the sounding categories; ``vocab`` maps a cue onto
+    categories (:class:`teso.cues.parse.Vocabulary`). A kept list longer than the frame's cues means
+    the features were not built from these cues: an error, not a guess.
+    """
+    frames = []
+    for uid, per_frame in kept.items():
+        if uid not in truth:
+            raise TesoError(f"REC#2: no ground truth for clip {uid}")
+        for t, keep in enumerate(per_frame):
+            words = seen_cues(cues.get((uid, t), []), len(keep))
+            if len(words) != len(keep):
+                raise TesoError(
+                    f"REC#2: clip {uid} frame {t} has {len(words)} cue(s) in the store but the model saw "
+                    f"{len(keep)}: the text features were built from another cue store"
+                )
+            cued: set[str] = set()
+            for word, k in zip(words, keep):
+                if k:
+                    cued.update(vocab.map(word))
+            frames.append((cued, truth[uid][t]))
+    return rec1(frames, categories)

@@ -104,6 +104,8 @@ class ConditionMeters:
     preference: PreferenceRateMeter
     semantic: SemanticMeter | None = None
     cues_kept: list[float] = field(default_factory=list)
+    # uid -> per frame, one bool per real cue slot (padding left out): what the dynamic mask kept.
+    kept: dict[str, list[list[bool]]] = field(default_factory=dict)
 
     def merge(self, other: ConditionMeters) -> None:
         self.binary.merge(other.binary)
@@ -112,6 +114,7 @@ class ConditionMeters:
         if self.semantic is not None and other.semantic is not None:
             self.semantic.merge(other.semantic)
         self.cues_kept += other.cues_kept
+        self.kept.update(other.kept)
 
 
 def _new_meters(
@@ -158,7 +161,9 @@ def evaluate(
     has miou, fscore (AVSBench reference, batches of ``batch_clips`` clips), miou_nonempty, fg_rate
     (share of pixels predicted sounding), pref_rate (share of visible-but-silent audible pixels
     predicted sounding; None without SynthAVS truth), delta_m / delta_f (relative drops against
-    normal), by_mode (batch-independent variants) and, for semantic models, semantic_miou /
+    normal), by_mode (batch-independent variants), cues_kept (share of real cues the dynamic mask
+    kept), all_cues_masked (share of frames with cues whose cues it dropped all), kept_by_frame
+    ({uid: per frame one bool per real cue}, for REC#2) and, for semantic models, semantic_miou /
     semantic_fscore.
     """
     info = info or DistInfo()
@@ -222,6 +227,12 @@ def evaluate(
                 valid = count.clamp(max=cfg.text.num_cues).sum().item()
                 if valid:
                     m.cues_kept.append(out.cue_keep.sum().item() / valid)
+                real = count.clamp(max=cfg.text.num_cues).cpu()
+                keep = out.cue_keep.cpu()
+                for j, i in enumerate(block):
+                    m.kept[dataset.records[i].uid] = [
+                        keep[j, f, : int(real[j, f])].tolist() for f in range(keep.shape[1])
+                    ]
         done += len(block)
         if progress is not None:
             progress(done, n)
@@ -233,6 +244,12 @@ def evaluate(
             merged[c].merge(other[c])
     truth_everywhere = all(truth for _, truth, had in gathered if had)
     return _summarise(merged, conditions, truth_everywhere, time.perf_counter() - start)
+
+
+def _all_masked_share(kept: dict[str, list[list[bool]]]) -> float | None:
+    """Share of the frames with at least one real cue whose cues the dynamic mask dropped all."""
+    frames = [f for clip in kept.values() for f in clip if f]
+    return sum(1 for f in frames if not any(f)) / len(frames) if frames else None
 
 
 def _summarise(
@@ -249,6 +266,8 @@ def _summarise(
             "fg_rate": m.foreground.compute()["foreground_rate"],
             "pref_rate": m.preference.compute()["preference_rate"] if have_truth else None,
             "cues_kept": (sum(m.cues_kept) / len(m.cues_kept)) if m.cues_kept else None,
+            "all_cues_masked": _all_masked_share(m.kept),
+            "kept_by_frame": m.kept or None,
             "by_mode": b["by_mode"],
             "num_frames": b["num_frames"],
         }

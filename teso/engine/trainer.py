@@ -23,6 +23,7 @@ from teso.engine.config import ExperimentConfig, deep_update
 from teso.engine.data import ClipDataset, open_text_features, segmentation_targets
 from teso.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
 from teso.engine.evaluate import evaluate
+from teso.engine.pretrain import foundation_provenance
 from teso.engine.runlog import RunLogger
 from teso.engine.sampling import epoch_batches
 from teso.errors import TesoError
@@ -196,6 +197,8 @@ class Trainer:
         _seed_all(t.seed)
         train_ds, val_ds = self._datasets()
         model = build_teso(self.model_config).to(info.device)
+        # foundation.json of `teso pretrain` foundations under the model: scores, steps, dataset hash.
+        foundations = foundation_provenance(self.model_config)
         optimizer = self._optimizer(model)
         batches_per_epoch = len(
             epoch_batches(len(train_ds), t.batch_size, seed=t.seed, epoch=0, world_size=info.world_size)
@@ -251,6 +254,7 @@ class Trainer:
                 "epoch": next_epoch,
                 "step": step,
                 "text_features": self.text_provenance,
+                "foundations": foundations,
             }
             save_checkpoint(model, self.last_path, extra=extra)
             save_training_state(
@@ -353,6 +357,9 @@ class Trainer:
             if val_ds is not None and (
                 epoch_finished and epoch % max(1, t.eval_every) == 0 or stopped != "finished"
             ):
+                # Validation must not move the training RNG streams: a run stopped by max_steps
+                # validates at a step where the uninterrupted run does not, and its resume has to
+                # continue that run's stream exactly (transformers 5.0's decoder draws from it).
                 rng = _rng_state()
                 res = evaluate(
                     model,
@@ -364,7 +371,12 @@ class Trainer:
                     info=info,
                 )["conditions"]["normal"]
                 _set_rng_state(rng)
-                logger.log("val", step, epoch, {k: v for k, v in res.items() if k != "by_mode"})
+                logger.log(
+                    "val",
+                    step,
+                    epoch,
+                    {k: v for k, v in res.items() if k not in ("by_mode", "kept_by_frame")},
+                )
                 if self.progress:
                     print(
                         f"epoch {epoch}: step {step}  "

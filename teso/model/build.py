@@ -32,6 +32,8 @@ def build_teso(config: TeSOConfig | str, load_pretrained: bool = True) -> TeSO:
     sedam = (
         SeDAM(d, config.sedam, dynamic_mask=ab.dynamic_mask) if ab.sedam and (ab.audio or ab.text) else None
     )
-    pmqs = PMQS(d, config.pmqs) if ab.pmqs and (ab.audio or ab.text) else None
+    # The null key exists for the soft dynamic mask only (pmqs.py): it lets a frame drop every cue.
+    soft_mask = sedam is not None and sedam.soft_mask and ab.audio and ab.text
+    pmqs = PMQS(d, config.pmqs, null_key=soft_mask) if ab.pmqs and (ab.audio or ab.text) else None
     criterion = TeSOLoss(config.loss, config.num_classes, infonce=ab.infonce)
     return TeSO(config, foundation, audio_encoder, audio_proj, text_proj, sedam, pmqs, criterion)

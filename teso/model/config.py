@@ -57,9 +57,13 @@ class AdapterConfig:
 class AudioConfig:
     """Audio encoder over one 0.96 s log-mel example [1, 96, 64] per second (SPEC §3, "audio")."""
 
-    encoder: str = "vggish"  # "vggish" (paper, frozen) or "cnn" (small CNN trained from scratch)
-    weights: str | None = None  # VGGish .pt/.safetensors file; None = RANDOM VGGish (tests only)
-    freeze: bool = True  # VGGish stays frozen as in the paper; ignored for "cnn" (always trains)
+    encoder: str = "vggish"  # "vggish" (paper, frozen) or "cnn" (small CNN, from scratch or pre-trained)
+    # VGGish .pt/.safetensors file, or for "cnn" a TinyAudioCNN .safetensors (`teso pretrain`'s
+    # audio.safetensors); None = RANDOM weights (VGGish: tests only; cnn: trained from scratch).
+    weights: str | None = None
+    # VGGish stays frozen as in the paper; a "cnn" is frozen only when it has `weights` (a pre-trained
+    # foundation, like VGGish); a "cnn" without weights always trains (frozen it would be random).
+    freeze: bool = True
     dim: int = 128  # d_A: VGGish embedding width (no PCA); also the CNN's output width
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # "cnn": conv widths per block
 
@@ -81,6 +85,16 @@ class SeDAMConfig:
     num_heads: int = 8  # attention heads of the cross-modal layers (d must divide by it)
     ffn_dim: int = 1024  # FFN width of each cross-modal layer (4·d at d = 256)
     mask_layer: str = "first"  # whose scores give ξ: "first" (F_T vs F_AL as in Eq. 3) or "last" layer
+    # F~_AL of Eq. 2: "attention" = the last layer's attention output (a mix of audio latents only, so
+    # F_T + F~_AL puts text and audio on an equal footing); "residual" = the layers' residual stream,
+    # which already carries F_T (measured to drown the audio: docs/synthavs.md).
+    output: str = "attention"
+    # How Eq. 4's hard 0/−∞ mask trains: "soft" = PMQS's attention logits get log σ(ξ/τ) during
+    # training (ξ then receives a gradient, so which cues are kept is learnt) with a null key that
+    # lets a frame drop every cue; eval uses the hard mask. "hard" = Eq. 4 in training too (ξ gets
+    # no gradient: the mask is set by initialisation and drift, docs/synthavs.md).
+    mask_train: str = "soft"
+    mask_temperature: float = 1.0  # τ of the soft mask (ξ units); the hard mask is its τ → 0 limit
     infonce_temperature: float = 0.1  # τ of the latent infoNCE (SPEC §3)
 
 
@@ -182,6 +196,12 @@ class TeSOConfig:
             raise TesoError("config sedam: num_latents, num_layers >= 1 and hidden_dim % num_heads == 0")
         if s.mask_layer not in ("first", "last"):
             raise TesoError(f"config sedam.mask_layer: expected 'first' or 'last', got {s.mask_layer!r}")
+        if s.output not in ("attention", "residual"):
+            raise TesoError(f"config sedam.output: expected 'attention' or 'residual', got {s.output!r}")
+        if s.mask_train not in ("soft", "hard"):
+            raise TesoError(f"config sedam.mask_train: expected 'soft' or 'hard', got {s.mask_train!r}")
+        if s.mask_temperature <= 0:
+            raise TesoError("config sedam.mask_temperature: expected > 0")
         if s.infonce_temperature <= 0:
             raise TesoError("config sedam.infonce_temperature: expected > 0")
         if self.pmqs.num_layers < 1 or v.hidden_dim % self.pmqs.num_heads:

@@ -8,6 +8,12 @@ training starts from the foundation's own behaviour.
 
 A frame whose tokens are all masked keeps its queries unchanged: softmax over an all −inf row would
 give NaN, so such frames attend over a dummy all-kept row and their result is then discarded.
+
+``null_key`` (built with SeDAM's soft mask): every attention also sees a zero key with a zero value
+(logit 0, contributes nothing). The soft mask log σ(ξ/τ) lowers the logits of the cues it distrusts;
+without a null key the softmax would renormalise the weights over the cues and a frame could never
+drop them all. With it, low ξ everywhere means the queries attend mostly to nothing — the soft form
+of Eq. 4's "every cue masked, PMQS adds nothing".
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from teso.model.config import PMQSConfig
 class PMQSLayer(nn.Module):
     """One pre-norm prompting layer: [N, Q, d] queries, [N, K, d] tokens, [N, K] keep -> [N, Q, d]."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, null_key: bool = False) -> None:
         super().__init__()
+        self.num_heads = num_heads
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True, add_zero_attn=null_key)
         self.norm_ffn = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
         nn.init.zeros_(self.attn.out_proj.weight)
@@ -33,9 +40,16 @@ class PMQSLayer(nn.Module):
         nn.init.zeros_(self.ffn[-1].weight)
         nn.init.zeros_(self.ffn[-1].bias)
 
-    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``bias`` [N, K] float added to every query's attention logits over the K tokens (0 = kept,
+        −inf = masked, log σ(ξ/τ) = soft mask)."""
         kv = self.norm_kv(tokens)
-        attended, _ = self.attn(self.norm_q(queries), kv, kv, key_padding_mask=~keep, need_weights=False)
+        n, q = queries.shape[:2]
+        # One float mask [N·H, Q, K] (not a bool key_padding_mask beside it): PyTorch refuses to mix
+        # the two kinds, and add_zero_attn pads it with the null key's zero column itself.
+        mask = bias[:, None, None, :].expand(n, self.num_heads, q, bias.shape[-1])
+        mask = mask.reshape(n * self.num_heads, q, bias.shape[-1]).to(queries.dtype)
+        attended, _ = self.attn(self.norm_q(queries), kv, kv, attn_mask=mask, need_weights=False)
         x = queries + attended
         return x + self.ffn(self.norm_ffn(x))
 
@@ -43,17 +57,37 @@ class PMQSLayer(nn.Module):
 class PMQS(nn.Module):
     """Stack of PMQS layers applied to Mask2Former's query features, per frame."""
 
-    def __init__(self, dim: int, config: PMQSConfig) -> None:
+    def __init__(self, dim: int, config: PMQSConfig, null_key: bool = False) -> None:
         super().__init__()
+        self.null_key = null_key
         self.layers = nn.ModuleList(
-            [PMQSLayer(dim, config.num_heads, config.ffn_dim) for _ in range(config.num_layers)]
+            [PMQSLayer(dim, config.num_heads, config.ffn_dim, null_key) for _ in range(config.num_layers)]
         )
 
-    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """``queries`` [N, Q, d], ``tokens`` F_AT [N, K, d], ``keep`` [N, K] bool -> prompted [N, Q, d]."""
-        any_kept = keep.any(dim=-1)
-        safe_keep = keep | ~any_kept[:, None]
+    def forward(
+        self,
+        queries: torch.Tensor,
+        tokens: torch.Tensor,
+        keep: torch.Tensor,
+        key_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``queries`` [N, Q, d], ``tokens`` F_AT [N, K, d], ``keep`` [N, K] bool -> prompted [N, Q, d].
+
+        ``key_bias`` [N, K] (SeDAM's soft mask while training, −inf on padding) replaces ``keep`` as
+        the attention mask when given; frames with no real token at all (bias −inf everywhere) keep
+        their queries unchanged either way."""
+        if key_bias is not None:
+            any_kept = torch.isfinite(key_bias).any(dim=-1)
+            bias = key_bias
+        else:
+            any_kept = keep.any(dim=-1)
+            safe_keep = keep | ~any_kept[:, None]
+            bias = torch.zeros(keep.shape, dtype=queries.dtype, device=queries.device)
+            bias = bias.masked_fill(~safe_keep, float("-inf"))
+        if key_bias is not None and not self.null_key:
+            # All −inf rows would give NaN; their result is discarded below anyway.
+            bias = torch.where(any_kept[:, None], bias, torch.zeros_like(bias))
         x = queries
         for layer in self.layers:
-            x = layer(x, tokens, safe_keep)
+            x = layer(x, tokens, bias)
         return torch.where(any_kept[:, None, None], x, queries)

@@ -5,11 +5,16 @@ Per frame (N = B·T frames, d = the foundation's query width):
     F_T  [N, N_T, d]   = MLP(cue embeddings [N, N_T, d_T])      (two-layer projection)
     F_AL [N, N_L, d]   = Linear(F_A) reshaped                    (N_L latent audio features)
     F~_AL              = N cross-modal layers, text as query, F_AL as key/value
-    F_AT [N, N_T, d]   = FC(LN(F_T + F~_AL))
+    F_AT [N, N_T, d]   = FC(LN(F_T + F~_AL)); F~_AL = the last layer's attention output
+                         (``output="attention"``, Eq. 2 read literally) or the layers' residual
+                         stream (``"residual"``)
     ξ_i                = mean over heads and keys of the scaled scores q_i·k_j / sqrt(d_head) of the
                          first cross-modal layer (``mask_layer="first"``: the layer that compares F_T
                          with F_AL directly, Eq. 3) or of the last one (``"last"``)
     keep_i             = valid_i and ξ_i > 0   (Eq. 4; padding cues never kept)
+    key_bias_i         = log σ(ξ_i / τ) while training with ``mask_train="soft"`` (−∞ for padding):
+                         the differentiable stand-in for Eq. 4 that PMQS adds to its attention
+                         logits, so that ξ learns which cues the audio supports
 """
 
 from __future__ import annotations
@@ -39,51 +44,62 @@ class CrossModalLayer(nn.Module):
     """Post-norm transformer layer: cues attend to the latent audio features, then an FFN.
 
     Attention is written out (not ``nn.MultiheadAttention``) because the dynamic mask needs the
-    pre-softmax scores.
+    pre-softmax scores. ``attention_only``: the last layer when SeDAM's output is the attention
+    output F~_AL itself; its residual, LN and FFN would feed nothing, so they are not built.
     """
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int) -> None:
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, attention_only: bool = False) -> None:
         super().__init__()
+        self.attention_only = attention_only
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
-        self.norm2 = nn.LayerNorm(dim)
+        if not attention_only:
+            self.norm1 = nn.LayerNorm(dim)
+            self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
+            self.norm2 = nn.LayerNorm(dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         n, length, _ = x.shape
         return x.view(n, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, text: torch.Tensor, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``text`` [N, N_T, d], ``latents`` [N, N_L, d] -> (updated text [N, N_T, d],
-        scaled scores [N, H, N_T, N_L])."""
+    def forward(
+        self, text: torch.Tensor, latents: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``text`` [N, N_T, d], ``latents`` [N, N_L, d] -> (updated text [N, N_T, d], attention
+        output [N, N_T, d] (audio latents only, before the residual), scaled scores [N, H, N_T, N_L]).
+        An ``attention_only`` layer returns its input as the updated text."""
         q, k, v = (
             self._heads(self.q_proj(text)),
             self._heads(self.k_proj(latents)),
             self._heads(self.v_proj(latents)),
         )
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(text.shape)
-        x = self.norm1(text + self.out_proj(attended))
+        attended = self.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(text.shape))
+        if self.attention_only:
+            return text, attended, scores
+        x = self.norm1(text + attended)
         x = self.norm2(x + self.ffn(x))
-        return x, scores
+        return x, attended, scores
 
 
 @dataclass
 class SeDAMOutput:
     """``tokens`` [N, K, d] prompt tokens for PMQS; ``keep`` [N, K] bool (False = masked key);
     ``cue_keep`` [N, N_T] bool: cues that survived the dynamic mask (REC#2);
-    ``latents`` [N, N_L, d] or None (no audio); ``xi`` [N, N_T] or None (needs audio and text)."""
+    ``latents`` [N, N_L, d] or None (no audio); ``xi`` [N, N_T] or None (needs audio and text);
+    ``key_bias`` [N, K] float or None: the soft mask PMQS adds to its attention logits (training
+    with ``mask_train="soft"`` only; ``keep`` then still holds the hard Eq. 4 decision)."""
 
     tokens: torch.Tensor
     keep: torch.Tensor
     cue_keep: torch.Tensor
     latents: torch.Tensor | None
     xi: torch.Tensor | None
+    key_bias: torch.Tensor | None = None
 
 
 class SeDAM(nn.Module):
@@ -94,10 +110,17 @@ class SeDAM(nn.Module):
         self.dim = dim
         self.num_latents = config.num_latents
         self.mask_layer = config.mask_layer
+        self.output = config.output
         self.dynamic_mask = dynamic_mask
+        self.soft_mask = dynamic_mask and config.mask_train == "soft"
+        self.mask_temperature = config.mask_temperature
         self.latent_proj = nn.Linear(dim, config.num_latents * dim)
+        last = config.num_layers - 1 if self.output == "attention" else -1
         self.layers = nn.ModuleList(
-            [CrossModalLayer(dim, config.num_heads, config.ffn_dim) for _ in range(config.num_layers)]
+            [
+                CrossModalLayer(dim, config.num_heads, config.ffn_dim, attention_only=i == last)
+                for i in range(config.num_layers)
+            ]
         )
         self.out_norm = nn.LayerNorm(dim)
         self.out_fc = nn.Linear(dim, dim)
@@ -131,13 +154,18 @@ class SeDAM(nn.Module):
         x = text
         all_scores = []
         for layer in self.layers:
-            x, scores = layer(x, lat)
+            x, attended, scores = layer(x, lat)
             all_scores.append(scores)
-        tokens = self.out_fc(self.out_norm(text + x))
+        fused = attended if self.output == "attention" else x
+        tokens = self.out_fc(self.out_norm(text + fused))
         chosen = all_scores[0] if self.mask_layer == "first" else all_scores[-1]
         xi = chosen.mean(dim=(1, 3))
         keep = dynamic_keep(xi, valid) if self.dynamic_mask else valid.clone()
-        return SeDAMOutput(tokens, keep, keep.clone(), lat, xi)
+        key_bias = None
+        if self.soft_mask and self.training:
+            soft = F.logsigmoid(xi / self.mask_temperature)
+            key_bias = soft.masked_fill(~valid, float("-inf"))
+        return SeDAMOutput(tokens, keep, keep.clone(), lat, xi, key_bias)
 
 
 def dynamic_keep(xi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

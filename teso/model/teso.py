@@ -178,14 +178,14 @@ def sounding_maps(
     Binary: channel 0, clamped to 1 (the einsum over queries exceeds 1 where queries overlap; the
     clamp changes no comparison with a threshold in [0, 1]). Semantic: background (id 0) is never a
     target, so its channel carries no evidence; a pixel's sounding probability is the score of its
-    best non-background class, and its class is that class where the score reaches ``threshold``,
-    background (0) elsewhere.
+    best non-background class, and its class is that class where the score exceeds ``threshold``
+    (``>``, the binary rule), background (0) elsewhere.
     """
     if num_classes == 1:
         return probs[..., 0, :, :].clamp(0, 1), None
     best, idx = probs[..., 1:, :, :].max(dim=-3)
     fg = best.clamp(0, 1)
-    return fg, torch.where(fg >= threshold, idx + 1, torch.zeros_like(idx))
+    return fg, torch.where(fg > threshold, idx + 1, torch.zeros_like(idx))
 
 
 class TeSO(nn.Module):
@@ -301,11 +301,12 @@ class TeSO(nn.Module):
         a = self._audio_tokens(audio, b, t)
         txt, valid = self._text_tokens(text, text_count, b, t, device)
 
-        tokens = keep = latents = xi = None
+        tokens = keep = latents = xi = key_bias = None
         cue_keep = torch.zeros_like(valid)
         if self.sedam is not None:
             out = self.sedam(a, txt, valid)
             tokens, keep, cue_keep, latents, xi = out.tokens, out.keep, out.cue_keep, out.latents, out.xi
+            key_bias = out.key_bias
         elif ab.audio or ab.text:
             # "(−) SeDAM": projected cues and the projected audio vector go straight to the prompt.
             parts, keeps = [], []
@@ -326,7 +327,7 @@ class TeSO(nn.Module):
         prompt = None
         if tokens is not None:
             prompt = (
-                self._pmqs_prompt(tokens, keep)
+                self._pmqs_prompt(tokens, keep, key_bias)
                 if self.pmqs is not None
                 else self._append_prompt(tokens, keep)
             )
@@ -347,10 +348,10 @@ class TeSO(nn.Module):
             result.losses = self._losses(class_logits, mask_logits, targets, infonce, b, t)
         return result
 
-    def _pmqs_prompt(self, tokens: torch.Tensor, keep: torch.Tensor):
+    def _pmqs_prompt(self, tokens: torch.Tensor, keep: torch.Tensor, key_bias: torch.Tensor | None):
         def prompt(queries: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # The decoder works sequence-first (Q, N, d); PMQS batch-first (N, Q, d).
-            prompted = self.pmqs(queries.transpose(0, 1), tokens, keep)
+            prompted = self.pmqs(queries.transpose(0, 1), tokens, keep, key_bias)
             return prompted.transpose(0, 1), positions
 
         return prompt
