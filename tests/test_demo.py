@@ -69,3 +69,14 @@ def test_spread_rule():
     assert beyond_spread(a, b) is True
     assert beyond_spread(a, mean_sd([0.3, 0.35, 0.32])) is False
     assert beyond_spread(mean_sd([0.2]), b) is None  # one seed: no spread, no call
+
+
+def test_ablate_cue_rows_train_on_their_cue_store():
+    from teso.engine.ablate import row_label, row_overrides
+    from teso.errors import TesoError
+
+    assert row_overrides("cues-oracle") == ["data.cues=oracle"]
+    assert row_overrides("no-text") == ["model.ablation.text=false"]
+    assert row_label("cues-nouns") == ("TeSO-n (vocabulary-mapped nouns)", 63.31)
+    with pytest.raises(TesoError, match="cues-llm"):
+        row_overrides("cues-gpt")

@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="directory for the runs and the table (default runs/ablate-<config>)",
     )
-    a.add_argument("--rows", default=None, help="comma-separated subset of rows (default: all)")
+    a.add_argument(
+        "--rows",
+        default=None,
+        help="comma-separated rows (default: the Table 5 rows); cue-source rows cues-nouns, cues-oracle, "
+        "cues-llm train on that cue store; 'all' = both",
+    )
     a.add_argument(
         "--audio", default=None, help="audio conditions for each row (default: the config's eval.audio)"
     )
@@ -61,10 +66,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from teso.engine.ablate import ABLATIONS, run_ablations
+    from teso.engine.ablate import ABLATIONS, CUE_ROWS, run_ablations
     from teso.engine.distributed import cleanup
 
     rows = [r.strip() for r in args.rows.split(",")] if args.rows else list(ABLATIONS)
+    if rows == ["all"]:
+        rows = [*ABLATIONS, *CUE_ROWS]
     out = args.out or Path("runs") / f"ablate-{Path(args.config).stem}"
     try:
         table = run_ablations(

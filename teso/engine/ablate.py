@@ -28,10 +28,30 @@ ABLATIONS: dict[str, tuple[str, dict[str, bool], float]] = {
 }
 
 
+# Cue-source rows (paper Table 3 / D7): the full model trained on another cue store of the dataset
+# (made with `teso cues all ROOT --store NAME --reasoner NAME`); not run unless --rows names them.
+# row name -> (label, cue store, paper MS3 mIoU or None)
+CUE_ROWS: dict[str, tuple[str, str, float | None]] = {
+    "cues-nouns": ("TeSO-n (vocabulary-mapped nouns)", "nouns", 63.31),
+    "cues-oracle": ("TeSO, oracle cues (a ceiling)", "oracle", None),
+    "cues-llm": ("TeSO, local LLM cues", "llm", None),
+}
+
+
 def row_overrides(row: str) -> list[str]:
+    if row in CUE_ROWS:
+        return [f"data.cues={CUE_ROWS[row][1]}"]
     if row not in ABLATIONS:
-        raise TesoError(f"--rows: unknown row {row!r}; expected some of {', '.join(ABLATIONS)}")
+        known = ", ".join([*ABLATIONS, *CUE_ROWS])
+        raise TesoError(f"--rows: unknown row {row!r}; expected some of {known}")
     return [f"model.ablation.{k}={str(v).lower()}" for k, v in ABLATIONS[row][1].items()]
+
+
+def row_label(row: str) -> tuple[str, float | None]:
+    """The row's label and the paper's MS3 mIoU beside it (None where the paper has none)."""
+    if row in CUE_ROWS:
+        return CUE_ROWS[row][0], CUE_ROWS[row][2]
+    return ABLATIONS[row][0], ABLATIONS[row][2]
 
 
 def run_ablations(
@@ -91,7 +111,7 @@ def run_ablations(
         previous = json.loads(result_path.read_text()) if result_path.is_file() else None
         if previous is None or previous.get("row_config") != key:
             if progress:
-                print(f"== {row}: {ABLATIONS[row][0]} -> {run}")
+                print(f"== {row}: {row_label(row)[0]} -> {run}")
             trained = Trainer(exp, run, resume=last.is_file(), device=device, progress=progress).fit()
             ckpt = trained.best or trained.last
             res = evaluate_checkpoint(
@@ -124,5 +144,6 @@ def format_ablation_table(results: dict[str, Any]) -> str:
         c = res["conditions"]
         cells = " | ".join(f"{100 * c[k]['miou']:.2f} | {100 * c[k]['fscore']:.2f}" for k in conds)
         dm = f"{100 * c['mute']['delta_m']:.1f}%" if "mute" in c else "-"
-        lines.append(f"| {ABLATIONS[row][0]} | {cells} | {dm} | {ABLATIONS[row][2]:.2f} |")
+        label, paper = row_label(row)
+        lines.append(f"| {label} | {cells} | {dm} | {'-' if paper is None else f'{paper:.2f}'} |")
     return "\n".join(lines)

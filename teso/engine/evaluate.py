@@ -377,6 +377,7 @@ def evaluate_checkpoint(
         resolution="ground truth (the dataset's own)",
         reuse_visual=reuse_visual,
         noise=condition_help(),
+        foundations=extra.get("foundations"),  # `teso pretrain` records: scores, steps, dataset hash
     )
     path = Path(out) if out else Path(checkpoint).with_suffix(f".eval-{subset}-{split}.json")
     atomic_write_json(path, results)

@@ -216,7 +216,8 @@ class TeSO(nn.Module):
     # ----- training setup -------------------------------------------------------------------------
     def set_trainable(self) -> None:
         """Apply ``config.freeze_foundation``: frozen = only adapters, class head, audio/text
-        projections, SeDAM, PMQS (and a "cnn" audio encoder) train; VGGish follows ``audio.freeze``."""
+        projections, SeDAM, PMQS train; VGGish follows ``audio.freeze``, and a "cnn" audio encoder
+        does too when it loads ``audio.weights`` (without weights it always trains)."""
         for param in self.parameters():
             param.requires_grad_(True)
         self.foundation.freeze(self.config.freeze_foundation)
