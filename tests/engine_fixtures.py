@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import torch
 
 from teso.cues.features import build_clip_tensor, clip_file, cues_sha, write_index
 from teso.cues.store import CueStore
 from teso.cues.text_encoders import build_text_encoder
 from teso.data.avsbench import list_clips
 from tests.avsbench_fixtures import write_released_tree
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """One intra-op thread for the block.
-
-    Exact: every CPU kernel then reduces in one fixed order, so within a process the same inputs
-    give the same bits back, on any CPU and core count (several threads may split or schedule a sum
-    differently from one call to the next). Bits still differ between CPUs (SIMD kernels): tests
-    compare two computations of one process, never against stored numbers.
-    Fast: these tiny models gain nothing from threads, and on a shared 2-core machine OpenMP
-    threads spinning against other processes made the engine tests 5-6x slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_tree_with_features(root: Path) -> Path:

@@ -23,7 +23,7 @@ from teso.engine.config import load_experiment
 from teso.model import load_checkpoint
 from teso.video import read_frames
 from teso.video.writer import write_mp4
-from tests.engine_fixtures import fast_overrides, single_thread, write_tree_with_features
+from tests.engine_fixtures import fast_overrides, write_tree_with_features
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -35,13 +35,6 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def read_log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread: exact eval-vs-validation equality on any CPU, and fast (see single_thread)."""
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from teso.engine.trainer import Trainer
 from teso.errors import TesoError
 from teso.video import read_frames
 from teso.video.writer import write_mp4
-from tests.engine_fixtures import fast_overrides, single_thread, write_tree_with_features
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Every test here on one thread: exact comparisons on any CPU, and fast (see single_thread)."""
-    with single_thread():
-        yield
+from tests.engine_fixtures import fast_overrides, write_tree_with_features
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +64,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tree, tmp_path):
     a = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     b = load_file(str(tmp_path / "b" / "checkpoints" / "last.safetensors"))
     assert a.keys() == b.keys()
-    # Exact: on CPU with one thread (_one_thread) training is a pure function of weights, optimiser,
+    # Exact: on CPU with one thread (tests/conftest.py) training is a pure function of weights, optimiser,
     # schedule, RNG and data position, so a resume that restores all of them gives the same bits on
     # any machine. (The run stopped at step 3 validates there and the uninterrupted one does not;
     # transformers 5.0's decoder draws from the global RNG in eval, so the trainer restores the RNG

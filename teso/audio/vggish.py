@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from teso.errors import TesoError
 from teso.utils.files import atomic_write
+from teso.utils.state_dict import check_state_dict
 
 EMBEDDING_SIZE = 128
 # Conv widths in order, "M" = 2x2 max-pool: gives conv indices 0, 3, 6, 8, 11, 13 in ``features``.
@@ -95,20 +96,9 @@ class VGGish(nn.Module):
         with torch.device("meta"):
             model = cls()
         expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise TesoError(
-                f"{path}: not a VGGish state dict; missing keys {missing or 'none'}, "
-                f"unexpected keys {unexpected or 'none'}"
-            )
-        wrong = [
-            f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if tuple(state[k].shape) != tuple(v.shape)
-        ]
-        if wrong:
-            raise TesoError(f"{path}: VGGish weights have wrong shapes: {'; '.join(wrong)}")
+        check_state_dict(
+            expected, state, str(path), "a VGGish state dict", "VGGish weights have wrong shapes"
+        )
         # contiguous float32 copies only where needed (a half-precision or strided file)
         state = {k: state[k].to(dtype=v.dtype).contiguous() for k, v in expected.items()}
         model.load_state_dict(state, strict=True, assign=True)

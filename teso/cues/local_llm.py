@@ -26,7 +26,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from teso.cues.backends import ChatRequest
+from teso.cues.backends import ChatRequest, _torch_dtype
 from teso.errors import TesoError
 
 SMOLLM2 = "smollm2"
@@ -90,17 +90,6 @@ def cut_at_answer(text: str) -> str:
     return (text[:end] if end is not None else text).strip()
 
 
-def _dtype(dtype: str | None, device: str) -> Any:
-    import torch
-
-    if dtype is None:
-        return torch.float32 if device == "cpu" else torch.float16
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise TesoError(f"--dtype {dtype!r}: expected one of {sorted(table)}")
-    return table[dtype]
-
-
 class _AnswerLineStop:
     """A transformers stopping criterion: a row is done once its new text holds a complete answer line."""
 
@@ -152,7 +141,8 @@ class LocalChatLM:
         start = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), **extra)
-            self.lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=_dtype(dtype, device), **extra)
+            dt = _torch_dtype(dtype, device)
+            self.lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dt, **extra)
         # struct.error / EOFError / IndexError: a truncated or damaged GGUF file.
         except (OSError, ValueError, KeyError, IndexError, ImportError, struct.error, EOFError) as err:
             # Older transformers also want accelerate for a GGUF file: say how to get everything.

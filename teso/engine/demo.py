@@ -421,12 +421,12 @@ def verdict(t4: dict[str, Any], floor: float, seeds: int) -> tuple[str, dict[str
         spread = "beyond the seed spread (mean ± sd intervals do not overlap)"
     else:
         spread = "within the seed spread (mean ± sd intervals overlap): not a difference"
-    direction = "lowers" if diff > 0 else "does not lower"
+    direction = "lowers" if diff > 0 else "raises"
     dm_te, dm_av = te["mute"]["delta_m"]["mean"], av["mute"]["delta_m"]["mean"]
     text = (
-        f"Verdict: TeSO with reasoned cues {direction} the preference rate against the AV baseline: "
-        f"{100 * p_te['mean']:.1f} % vs {100 * p_av['mean']:.1f} % "
-        f"({100 * abs(diff):.1f} points{'' if ratio is None else f', ratio {ratio:.2f}'}), {spread}. "
+        f"Verdict: TeSO with reasoned cues {direction} the preference rate against the AV baseline by "
+        f"{100 * abs(diff):.1f} points: {100 * p_te['mean']:.1f} % vs {100 * p_av['mean']:.1f} %"
+        f"{'' if ratio is None else f' (ratio {ratio:.2f})'}, {spread}. "
         f"Under mute TeSO's foreground share is {100 * te['mute']['fg_rate']['mean']:.1f} % and its Δm "
         f"{100 * dm_te:.1f} % (AV baseline {100 * dm_av:.1f} %;"
         f" the all-empty prediction scores {100 * floor:.1f} % mIoU, the most anything can under mute)."
@@ -556,7 +556,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Foundations ({'cached' if f.get('cached') else 'trained in this run'}; dataset "
         f"{(f.get('dataset') or {}).get('hash', '')[:12]}): "
-        + ", ".join(f"{k} {v}" for k, v in scores.items()),
+        + ", ".join(f"{k.replace('_', ' ')} {_pct(v)} %" for k, v in scores.items()),
         "",
         "| run | steps | examples (frames) | wall s |",
         "|---|---|---|---|",

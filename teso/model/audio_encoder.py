@@ -24,6 +24,7 @@ from torch import nn
 from teso.errors import TesoError
 from teso.model.config import AudioConfig
 from teso.utils.files import atomic_write
+from teso.utils.state_dict import check_state_dict
 
 EXAMPLE_SHAPE = (1, 96, 64)  # VGGish log-mel example: 96 frames of 10 ms × 64 mel bands
 
@@ -80,23 +81,13 @@ def load_cnn_weights(net: TinyAudioCNN, path: str | os.PathLike) -> None:
     except (SafetensorError, OSError, ValueError) as exc:
         raise TesoError(f"audio.weights {path}: not a readable safetensors file ({exc})") from exc
     expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise TesoError(
-            f"audio.weights {path}: not a TinyAudioCNN state dict; missing keys {missing or 'none'}, "
-            f"unexpected keys {unexpected or 'none'}"
-        )
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if wrong:
-        raise TesoError(
-            f"audio.weights {path}: shapes differ from the configured CNN (audio.cnn_channels / "
-            f"audio.dim): {'; '.join(wrong)}"
-        )
+    check_state_dict(
+        expected,
+        state,
+        f"audio.weights {path}",
+        "a TinyAudioCNN state dict",
+        "shapes differ from the configured CNN (audio.cnn_channels / audio.dim)",
+    )
     net.load_state_dict({k: state[k].to(v.dtype) for k, v in expected.items()}, strict=True)
 
 
