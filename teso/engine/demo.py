@@ -505,7 +505,7 @@ def _pct(v: Any) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     plan = report["plan"]
     seeds = plan["seeds"]
-    quick = " (QUICK: one seed, small data, short training: no spread, no verdict)"
+    quick = " (QUICK: one seed, small data, short training: no spread, so no difference is called)"
     lines = [
         "# teso demo report" + (quick if report["quick"] else ""),
         "",
