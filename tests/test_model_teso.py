@@ -464,3 +464,15 @@ def test_sedam_output_reading(output):
         assert torch.allclose(out.tokens, expected, atol=1e-6)  # float32, a few ops: rounding only
     else:
         assert not torch.allclose(out.tokens, expected, atol=1e-3)
+
+
+def test_a_config_saved_before_the_sedam_switches_keeps_its_architecture():
+    from teso.model.config import TeSOConfig
+
+    old = _config().to_dict()
+    del old["sedam"]["output"], old["sedam"]["mask_train"], old["sedam"]["mask_temperature"]
+    again = TeSOConfig.from_dict(old)
+    assert (again.sedam.output, again.sedam.mask_train) == ("residual", "hard")
+    # The residual reading builds the last layer's FFN, which old checkpoints hold weights for.
+    assert any(".layers.3.ffn." in n for n, _ in build_teso(again).named_parameters())
+    assert TeSOConfig.from_dict(_config().to_dict()).sedam.output == "attention"

@@ -156,7 +156,14 @@ class TeSOConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TeSOConfig:
-        """Build from ``to_dict()`` output; unknown or ill-typed keys raise TesoError naming the key."""
+        """Build from ``to_dict()`` output; unknown or ill-typed keys raise TesoError naming the key.
+
+        A config saved before ``sedam.output`` / ``sedam.mask_train`` existed was trained with the
+        residual-stream output and the hard mask: those are what its missing keys mean, not today's
+        defaults (which would rebuild another architecture than its weights)."""
+        sedam = data.get("sedam") if isinstance(data, dict) else None
+        if isinstance(sedam, dict) and "output" not in sedam:
+            data = dict(data, sedam={"output": "residual", "mask_train": "hard", **sedam})
         config = _from_dict(cls, data, "config")
         config.validate()
         return config
