@@ -8,6 +8,7 @@ models) and ``concurrency`` calls at once (threads for HTTP). A request that fai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,37 +112,57 @@ class TransformersChatLM:
             raise TesoError(
                 f"--model {self.model}: cannot load a causal LM and its tokenizer ({err})"
             ) from err
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise TesoError(f"--model {self.model}: the tokenizer has no chat template; use a chat model")
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        prepare_chat_tokenizer(self.tokenizer, self.model)
         self.lm.to(device).eval()
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
-        import torch
-
         if any(r.image is not None for r in requests):
             raise TesoError(
                 f"--model {self.model}: a text-only model cannot read images (use llava or openai)"
             )
-        texts = [
-            self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-            for r in requests
-        ]
-        # The chat template already holds the BOS token; adding it again would change the prompt.
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
+        decoded = greedy_chat(self.tokenizer, self.lm, self.device, requests, self.max_new_tokens)
+        return [t.strip() for t in decoded]
+
+
+def prepare_chat_tokenizer(tokenizer: Any, model: str) -> None:
+    """A chat model's tokenizer, ready for batched greedy decoding: it must have a chat template;
+    left padding so every row continues right after its own prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TesoError(f"--model {model}: the tokenizer has no chat template; use a chat model")
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def greedy_chat(
+    tokenizer: Any,
+    lm: Any,
+    device: str,
+    requests: list[ChatRequest],
+    max_new_tokens: int,
+    stopping: Callable[[int], list] | None = None,
+) -> list[str]:
+    """Greedy continuations of the chat-templated ``requests`` (one batch, left-padded), decoded
+    without special tokens and not stripped. ``stopping(prompt_len)`` gives stopping criteria."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    texts = [
+        tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+        for r in requests
+    ]
+    # The chat template already holds the BOS token; adding it again would change the prompt.
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    prompt_len = enc["input_ids"].shape[1]
+    with torch.inference_mode():
+        out = lm.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList(stopping(prompt_len) if stopping else []),
         )
-        with torch.inference_mode():
-            out = self.lm.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        new = out[:, enc["input_ids"].shape[1] :]
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
 
 
 class LlavaChat:

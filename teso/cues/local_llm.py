@@ -26,7 +26,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from teso.cues.backends import ChatRequest, _torch_dtype
+from teso.cues.backends import ChatRequest, _torch_dtype, greedy_chat, prepare_chat_tokenizer
 from teso.errors import TesoError
 
 SMOLLM2 = "smollm2"
@@ -150,41 +150,15 @@ class LocalChatLM:
             raise TesoError(
                 f"--model {model}: cannot load a causal LM and its tokenizer ({err}){hint}"
             ) from err
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise TesoError(f"--model {model}: the tokenizer has no chat template; use a chat model")
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        prepare_chat_tokenizer(self.tokenizer, model)
         self.lm.to(device).eval()
         self.load_seconds = time.perf_counter() - start
 
     def generate(self, requests: list[ChatRequest]) -> list[str]:
-        import torch
-        from transformers import StoppingCriteriaList
-
         if any(r.image is not None for r in requests):
             raise TesoError(f"--model {self.model}: a text-only model cannot read images")
-        texts = [
-            self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-            for r in requests
-        ]
-        # The chat template already writes any BOS token; adding it again would change the prompt.
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
-        )
-        prompt_len = enc["input_ids"].shape[1]
-        stop = StoppingCriteriaList(
-            [_AnswerLineStop(self.tokenizer, prompt_len)] if self.stop_at_answer else []
-        )
-        with torch.inference_mode():
-            out = self.lm.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                stopping_criteria=stop,
-            )
-        decoded = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        stopping = (lambda n: [_AnswerLineStop(self.tokenizer, n)]) if self.stop_at_answer else None
+        decoded = greedy_chat(self.tokenizer, self.lm, self.device, requests, self.max_new_tokens, stopping)
         # The token that completed the answer line may carry the start of the next one: cut it, so a
         # row gives the same text in a batch as alone.
         return [cut_at_answer(t) if self.stop_at_answer else t.strip() for t in decoded]
