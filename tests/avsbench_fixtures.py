@@ -157,6 +157,25 @@ S4_CLIPS = [("s4_a", "dog_barking", "train", 350.0), ("s4_b", "male_speech", "te
 MS3_CLIPS = [("ms3_x", "train", 450.0), ("ms3_y", "val", 850.0)]
 
 
+# The object layouts as the AVSBench code reads and writes them (OpenNLPLab/AVSBench at commit
+# 4d4c901: avs_scripts/avs_s4/{config,dataloader}.py, avs_scripts/avs_ms3/{config,dataloader}.py,
+# preprocess_scripts/preprocess_s4.py and preprocess_ms3.py):
+#   Single-source/s4_meta_data.csv     column 0 name, 1 start time, 2 category, 3 split
+#   Single-source/s4_data/visual_frames/{split}/{category}/{name}/{name}_{1..5}.png
+#   Single-source/s4_data/gt_masks/{split}/{category}/{name}/{name}_{k}.png   (train: k = 1 only)
+#   Single-source/s4_data/audio_wav/{split}/{category}/{name}.wav
+#   Multi-sources/ms3_meta_data.csv    column 0 the video id, 1 split
+#   Multi-sources/ms3_data/visual_frames/{video_id}/{video_id}.mp4_{1..5}.png   (no split level)
+#   Multi-sources/ms3_data/gt_masks/{split}/{video_id}/{video_id}_{1..5}.png
+#   Multi-sources/ms3_data/audio_wav/{split}/{video_id}.wav
+# (and audio_log_mel/... .pkl beside audio_wav, which teso does not read). The dataloaders read the
+# id from column 0 and `category` / `split` by name; the S4 id header `name` is what other public
+# AVSBench readers index by. The header names written for the columns no code reads by name (S4
+# column 1, MS3 column 0) are this fixture's choice.
+S4_HEADER = ["name", "start", "category", "split"]
+MS3_HEADER = ["video_id", "split"]
+
+
 def write_s4_object_tree(root: Path, nested: bool = True) -> dict[str, ClipTruth]:
     """AVSBench-object S4: ROOT/s4_meta_data.csv and (nested, as released) ROOT/s4_data/... .
 
@@ -167,9 +186,9 @@ def write_s4_object_tree(root: Path, nested: bool = True) -> dict[str, ClipTruth
     truths: dict[str, ClipTruth] = {}
     with open(root / "s4_meta_data.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["name", "category", "split"])
+        writer.writerow(S4_HEADER)
         for name, category, split, freq in S4_CLIPS:
-            writer.writerow([name, category, split])
+            writer.writerow([name, 0, category, split])
             index = np.zeros((5, *SIZE), dtype=np.int64)
             annotated = np.array([k == 1 or split != "train" for k in range(1, 6)])
             for k in range(1, 6):
@@ -185,8 +204,12 @@ def write_s4_object_tree(root: Path, nested: bool = True) -> dict[str, ClipTruth
     return truths
 
 
-def write_ms3_object_tree(root: Path, nested: bool = False) -> dict[str, ClipTruth]:
-    """AVSBench-object MS3: ROOT/ms3_meta_data.csv, frames ``visual_frames/{vid}.mp4_{k}.png``.
+def write_ms3_object_tree(
+    root: Path, nested: bool = False, header: list[str] | None = None
+) -> dict[str, ClipTruth]:
+    """AVSBench-object MS3: ROOT/ms3_meta_data.csv, frames ``visual_frames/{vid}/{vid}.mp4_{k}.png``
+    (one folder per video, as preprocess_ms3.py writes them), ``nested``: under ROOT/ms3_data/ as
+    released. ``header`` replaces the CSV header (default :data:`MS3_HEADER`).
 
     Masks are palette (P-mode) PNGs: index 1 (dark red) is foreground, as a palette annotation tool
     writes them; every frame is annotated.
@@ -196,12 +219,12 @@ def write_ms3_object_tree(root: Path, nested: bool = False) -> dict[str, ClipTru
     truths: dict[str, ClipTruth] = {}
     with open(root / "ms3_meta_data.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["video_id", "split"])
+        writer.writerow(header or MS3_HEADER)
         for vid, split, freq in MS3_CLIPS:
             writer.writerow([vid, split])
             index = np.zeros((5, *SIZE), dtype=np.int64)
             for k in range(1, 6):
-                _write_png(data / "visual_frames" / f"{vid}.mp4_{k}.png", _frame(k - 1))
+                _write_png(data / "visual_frames" / vid / f"{vid}.mp4_{k}.png", _frame(k - 1))
                 binary = (_index_mask(k - 1, [1, 1]) > 0).astype(np.uint8)
                 index[k - 1] = binary
                 img = Image.new("P", (SIZE[1], SIZE[0]))
@@ -212,3 +235,16 @@ def write_ms3_object_tree(root: Path, nested: bool = False) -> dict[str, ClipTru
             write_wav(data / "audio_wav" / split / f"{vid}.wav", 5.0, freq)
             truths[vid] = ClipTruth(vid, "v1m", split, index, np.ones(5, dtype=bool), [], False, 5.0, freq)
     return truths
+
+
+def flatten_ms3_frames(data: Path) -> list[Path]:
+    """Move every MS3 frame of the tree whose data folder is ``data`` from
+    ``visual_frames/{vid}/{vid}.mp4_k.png`` up to ``visual_frames/{vid}.mp4_k.png`` (the flat layout
+    teso read by mistake before issue 10) and remove the emptied folders; returns the folders removed."""
+    removed = []
+    for folder in sorted(p for p in (data / "visual_frames").iterdir() if p.is_dir()):
+        for frame in sorted(folder.iterdir()):
+            frame.rename(folder.parent / frame.name)
+        folder.rmdir()
+        removed.append(folder)
+    return removed

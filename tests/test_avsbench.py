@@ -112,9 +112,53 @@ def test_list_clips_object_layouts(s4, ms3):
     root, _ = ms3
     x, y = list_clips(root)
     assert (x.uid, x.label, x.a_obj) == ("ms3_x", "v1m", [])
-    assert x.frame_paths[0] == root / "visual_frames" / "ms3_x.mp4_1.png"
+    # one folder per video, frames named after the video file (preprocess_ms3.py), no split level
+    assert x.frame_paths == [root / "visual_frames" / "ms3_x" / f"ms3_x.mp4_{k}.png" for k in range(1, 6)]
+    assert x.clip_dir == root / "visual_frames" / "ms3_x"
     assert y.mask_paths[4] == root / "gt_masks" / "val" / "ms3_y" / "ms3_y_5.png"
     assert y.audio_path == root / "audio_wav" / "val" / "ms3_y.wav"
+
+
+def test_ms3_id_is_the_first_column(tmp_path):
+    # AVSBench's MS3Dataset reads the id as column 0 without naming it: any header name works there.
+    root = tmp_path / "ms3"
+    write_ms3_object_tree(root, header=["vid", "split"])
+    assert [(c.uid, c.split) for c in list_clips(root)] == [("ms3_x", "train"), ("ms3_y", "val")]
+    (root / "ms3_meta_data.csv").write_text("split,video_id\ntrain,ms3_x\n")
+    with pytest.raises(TesoError, match=r"ms3_meta_data\.csv: the first column must hold the video id"):
+        list_clips(root)
+    (root / "ms3_meta_data.csv").write_text("video_id\nms3_x\n")
+    with pytest.raises(TesoError, match=r"missing CSV column\(s\) split"):
+        list_clips(root)
+
+
+def test_a_obj_cells_as_the_csv_writes_them(tmp_path):
+    # metadata.csv text written by hand, not through csv.writer: a multi-name cell quoted with
+    # commas, one joined by "_" (as the public readers of the released CSV split it and SynthAVS
+    # writes it), a list literal, and one unquoted comma cell that shifts the columns.
+    root = tmp_path / "rel"
+    write_released_tree(root)
+    rows = [
+        "vid,uid,s_min,s_sec,a_obj,split,label",
+        'yt_q,q1,0,0,"man, guitar",test,v1m',
+        "yt_u,u1,0,0,man_guitar,test,v1m",
+        "yt_l,l1,0,0,\"['woman', 'emergency-car']\",test,v2",
+        'yt_w,w1,0,0,"guitar,man, man",test,v1m',
+    ]
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    by_uid = {c.uid: c.a_obj for c in list_clips(root)}
+    assert by_uid == {
+        "q1": ["man", "guitar"],
+        "u1": ["man", "guitar"],
+        "l1": ["woman", "emergency-car"],
+        "w1": ["guitar", "man"],
+    }
+    (root / "metadata.csv").write_text("\n".join([*rows, "yt_b,b1,0,0,man, guitar,test,v1m"]) + "\n")
+    with pytest.raises(
+        TesoError,
+        match=r"metadata\.csv: line 6: 8 field\(s\), but the header has 7 \(an a_obj cell .* quoted",
+    ):
+        list_clips(root)
 
 
 def test_released_dataset_values(released):

@@ -7,13 +7,22 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 from PIL import Image
 
 from teso.cli.main import main
-from teso.data import check_tree
+from teso.data import AVSBenchDataset, check_tree
 from teso.data.classes import AVSS_CLASSES
-from tests.avsbench_fixtures import SIZE, write_ms3_object_tree, write_released_tree, write_s4_object_tree
+from teso.errors import TesoError
+from tests.avsbench_fixtures import (
+    SIZE,
+    flatten_ms3_frames,
+    frame_red,
+    write_ms3_object_tree,
+    write_released_tree,
+    write_s4_object_tree,
+)
 
 
 def test_clean_trees_pass(tmp_path, capsys):
@@ -102,14 +111,58 @@ def test_object_layout_faults(tmp_path):
         f"{mask}: mask size 10x10 does not match its frame (32x24)",
         f"{data / 'audio_wav/test/male_speech/s4_b.wav'}: missing audio file",
     ]
+    shutil.rmtree(data / "visual_frames/train/dog_barking/s4_a")
+    lines = [str(p) for p in check_tree(root).problems]
+    assert lines[0] == (
+        f"{data / 'visual_frames/train/dog_barking/s4_a'}: missing frame folder (AVSBench S4 keeps a "
+        "clip's frames s4_a_1.png … s4_a_5.png in visual_frames/{split}/{category}/{name}/)"
+    )
+    assert len(lines) == 3  # one line for the folder, not one per frame
     root = tmp_path / "ms3"
     write_ms3_object_tree(root)
-    (root / "visual_frames/ms3_y.mp4_5.png").unlink()
+    (root / "visual_frames/ms3_y/ms3_y.mp4_5.png").unlink()
     lines = [str(p) for p in check_tree(root).problems]
     assert lines == [
-        f"{root / 'visual_frames/ms3_y.mp4_*.png'}: wrong frame count: found 4 frame(s), expected 5 (v1m)",
-        f"{root / 'visual_frames/ms3_y.mp4_5.png'}: missing frame 4 of 5 (v1m clips have 5 frames)",
+        f"{root / 'visual_frames/ms3_y'}: wrong frame count: found 4 frame(s), expected 5 (v1m)",
+        f"{root / 'visual_frames/ms3_y/ms3_y.mp4_5.png'}: missing frame 4 of 5 (v1m clips have 5 frames)",
     ]
+
+
+def test_official_ms3_layout_checks_and_loads(tmp_path, capsys):
+    # As released: Multi-sources/ms3_meta_data.csv + ms3_data/{visual_frames/{vid}/, gt_masks, audio_wav}.
+    root = tmp_path / "Multi-sources"
+    truths = write_ms3_object_tree(root, nested=True)
+    assert (root / "ms3_data/visual_frames/ms3_x/ms3_x.mp4_1.png").is_file()
+    assert main(["data", "check", str(root)]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and out.out.strip() == (
+        f"{root}: layout ms3-object; 2 clip(s) checked (v1m/train 1, v1m/val 1); OK"
+    )
+    item = AVSBenchDataset(root, "v1m", "train")[0]
+    assert item["uid"] == "ms3_x" and tuple(item["frames"].shape) == (5, *SIZE, 3)
+    # PNG frames are lossless: frame k of the folder is exactly the colour written for it
+    assert item["frames"][..., 0].float().mean(dim=(1, 2)).tolist() == [frame_red(t) for t in range(5)]
+    np.testing.assert_array_equal(item["masks"].numpy(), truths["ms3_x"].index > 0)
+    assert item["annotated"].all() and item["masks"].sum() == 5 * 96
+
+
+def test_old_flat_ms3_layout_names_the_folder_expected(tmp_path, capsys):
+    root = tmp_path / "Multi-sources"
+    write_ms3_object_tree(root, nested=True)
+    data = root / "ms3_data"
+    flatten_ms3_frames(data)
+    assert (data / "visual_frames/ms3_x.mp4_1.png").is_file()
+    assert main(["data", "check", str(root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{data / 'visual_frames' / vid}: missing frame folder (AVSBench MS3 keeps each video's frames "
+        f"{vid}.mp4_1.png … {vid}.mp4_5.png in its own folder visual_frames/{{video_id}}/); found 5 of "
+        f"them directly in {data / 'visual_frames'}, the layout older teso versions expected: move them "
+        f"into {data / 'visual_frames' / vid}"
+        for vid in ("ms3_x", "ms3_y")
+    ]
+    with pytest.raises(TesoError, match=r"visual_frames/ms3_x: missing frame folder .* move them into"):
+        AVSBenchDataset(root, "v1m", "train")[0]
 
 
 def test_missing_clip_folder_is_one_problem(tmp_path):

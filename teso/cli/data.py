@@ -13,7 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub.required = True
 
     check = dsub.add_parser("check", help="validate an AVSBench/SynthAVS tree and list every problem")
-    check.add_argument("root", type=Path, help="dataset root (released or AVSBench-object layout)")
+    check.add_argument(
+        "root",
+        type=Path,
+        help="dataset root: the folder of metadata.csv (released), s4_meta_data.csv (Single-source) "
+        "or ms3_meta_data.csv (Multi-sources)",
+    )
     check.set_defaults(func=_check)
 
     synth = dsub.add_parser("synth", help="generate the SynthAVS dataset (no download)")

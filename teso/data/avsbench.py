@@ -11,9 +11,19 @@ Layouts (SPEC §5; docs/data.md has the full description):
     ``visual_frames/{split}/{category}/{name}/{name}_{1..5}.png``,
     ``gt_masks/{split}/{category}/{name}/{name}_{k}.png``, ``audio_wav/{split}/{category}/{name}.wav``.
 ``ms3-object``
-    ``ROOT/ms3_meta_data.csv`` (video_id,split); data under ``ROOT`` or ``ROOT/ms3_data``:
-    ``visual_frames/{video_id}.mp4_{1..5}.png``, ``gt_masks/{split}/{video_id}/{video_id}_{k}.png``,
+    ``ROOT/ms3_meta_data.csv`` (the video id in the first column, then ``split``); data under ``ROOT``
+    or ``ROOT/ms3_data``: ``visual_frames/{video_id}/{video_id}.mp4_{1..5}.png`` (one folder per
+    video, no split level), ``gt_masks/{split}/{video_id}/{video_id}_{k}.png``,
     ``audio_wav/{split}/{video_id}.wav``.
+
+The object layouts follow the AVSBench code (OpenNLPLab/AVSBench, read at commit 4d4c901):
+``avs_scripts/avs_s4/dataloader.py`` + ``config.py`` and ``avs_scripts/avs_ms3/dataloader.py`` +
+``config.py`` (the paths, frames ``1..5``, S4 train with mask ``_1`` only, the id read from the
+CSV's column 0), ``preprocess_scripts/preprocess_s4.py`` (S4 CSV: column 0 the name, 1 the start
+time, 2 ``category``, 3 ``split``; the last two are read by name) and
+``preprocess_scripts/preprocess_ms3.py`` (MS3 frames named ``{video file name}_{k}.png`` with the file
+name ``{video_id}.mp4``, saved in ``visual_frames/{video_id}/``; MS3 CSV columns id, split). Their
+``audio_log_mel/*.pkl`` files are not read: teso computes the log-mel from ``audio_wav``.
 
 Annotation rule: S4 train (label v1s, split train, in either layout) has only its first frame
 annotated; every other clip has all frames annotated. Masks present beyond that rule are ignored.
@@ -53,8 +63,11 @@ LAYOUT_CSV: dict[str, str] = {
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "released": ("vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"),
     "s4-object": ("name", "category", "split"),
-    "ms3-object": ("video_id", "split"),
+    # AVSBench's MS3Dataset takes the video id from column 0 (``df_one_video[0]``) and never names
+    # it, so the first column is the id whatever its header says; only ``split`` is read by name.
+    "ms3-object": ("split",),
 }
+ID_COLUMN: dict[str, str | None] = {"released": "uid", "s4-object": "name", "ms3-object": None}
 SAMPLE_RATE = 16000
 # Audio may end this much before the clip's last second: VGGish's example for second t reads only
 # samples [t, t + 0.975 s), so up to 25 ms is never read and another 25 ms of zero padding (added by
@@ -83,7 +96,7 @@ class ClipRecord:
     """Where the files of one clip are; nothing is read until :func:`inspect_clip`.
 
     Attributes:
-        uid: clip id (released ``uid``, S4 ``name``, MS3 ``video_id``).
+        uid: clip id (released ``uid``, S4 ``name``, MS3 the first CSV column).
         label: ``v1s`` | ``v1m`` | ``v2`` (S4 maps to v1s, MS3 to v1m).
         split: ``train`` | ``val`` | ``test``.
         num_frames: ``T`` (frames at 1 fps, also the clip's seconds of audio).
@@ -94,8 +107,8 @@ class ClipRecord:
             ``labels_semantic``, else None.
         a_obj: names of the sounding objects (released: parsed from ``a_obj``; S4: ``[category]``;
             MS3: ``[]``).
-        clip_dir: the clip's own folder (released: ``ROOT/{label}/{uid}``; S4: its
-            ``visual_frames`` folder; MS3: its ``gt_masks/{split}/{video_id}`` folder).
+        clip_dir: the clip's own folder (released: ``ROOT/{label}/{uid}``; S4 and MS3: its
+            ``visual_frames`` folder).
         mask_format: ``palette`` (AVSS colours; unknown colours are errors) or ``binary``
             (object layouts: any non-black pixel is foreground).
         layout: the layout the record came from.
@@ -175,11 +188,13 @@ def _object_data_dir(root: Path, layout: str) -> Path:
 
 
 def parse_a_obj(text: str) -> list[str]:
-    """``a_obj`` cell -> sounding-object names.
+    """``a_obj`` cell (as :mod:`csv` returns it, quotes already removed) -> sounding-object names.
 
-    Names are separated by any of ``, ; | _`` or whitespace (AVSS class names use hyphens only,
-    e.g. ``emergency-car``); brackets and quotes of a list literal are dropped; empty cells give
-    ``[]``; duplicates are removed keeping the first occurrence.
+    The AVSBench code never reads this column; the public readers of the released metadata.csv
+    split it on ``_`` (``man_guitar``), SynthAVS writes it so, and hand-made CSVs quote commas
+    (``"man, guitar"``): all are accepted. Names are separated by any of ``, ; | _`` or whitespace
+    (AVSS class names use hyphens only, e.g. ``emergency-car``); brackets and quotes of a list
+    literal are dropped; empty cells give ``[]``; duplicates are removed keeping the first occurrence.
     """
     cleaned = text.strip().strip("[]()").replace("'", " ").replace('"', " ")
     names: list[str] = []
@@ -190,24 +205,48 @@ def parse_a_obj(text: str) -> list[str]:
     return names
 
 
-def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[dict[str, str]], list[Problem]]:
+def _read_csv(
+    path: Path, required: Sequence[str], hint: str = ""
+) -> tuple[list[str], list[tuple[int, dict[str, str]]], list[Problem]]:
+    """``(header, [(line, row)], problems)``. Cells are stripped; blank lines are skipped; a row
+    with more or fewer fields than the header is reported (``hint`` appended) and left out, since
+    its cells cannot be matched to columns (e.g. an unquoted ``man, guitar`` a_obj cell)."""
+    rows: list[tuple[int, dict[str, str]]] = []
+    problems: list[Problem] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader, [])]
             missing = [c for c in required if c not in header]
-            if missing:
-                return [], [
-                    Problem(
-                        path,
-                        f"missing CSV column(s) {', '.join(missing)}; expected columns "
-                        f"{','.join(required)}, found {','.join(header) or 'no header'}",
+            if missing or not header:
+                return (
+                    header,
+                    [],
+                    [
+                        Problem(
+                            path,
+                            f"missing CSV column(s) {', '.join(missing or required)}; expected columns "
+                            f"{','.join(required)}, found {','.join(header) or 'no header'}",
+                        )
+                    ],
+                )
+            line = reader.line_num
+            for cells in reader:
+                first, line = line + 1, reader.line_num  # a quoted cell may span lines
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    problems.append(
+                        Problem(
+                            path,
+                            f"line {first}: {len(cells)} field(s), but the header has {len(header)}" + hint,
+                        )
                     )
-                ]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+                    continue
+                rows.append((first, {h: c.strip() for h, c in zip(header, cells)}))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        return [], [Problem(path, f"not a readable CSV file ({exc})")]
-    return rows, []
+        return [], [], [Problem(path, f"not a readable CSV file ({exc})")]
+    return header, rows, problems
 
 
 def label2idx_problems(root: str | os.PathLike) -> tuple[dict[str, int] | None, list[Problem]]:
@@ -300,21 +339,23 @@ def _s4_record(data: Path, row: dict[str, str]) -> ClipRecord:
     )
 
 
-def _ms3_record(data: Path, row: dict[str, str]) -> ClipRecord:
-    vid, split = row["video_id"], row["split"]
+def _ms3_record(data: Path, vid: str, split: str) -> ClipRecord:
     n = FRAMES_PER_SUBSET["v1m"]
+    # preprocess_ms3.py saves frame k of raw_videos/{vid}.mp4 as "{vid}.mp4" + f"_{k}.png" in
+    # visual_frames/{vid}/ (no split level); MS3Dataset reads it from there, masks per split.
+    frame_dir = data / "visual_frames" / vid
     mask_dir = data / "gt_masks" / split / vid
     return ClipRecord(
         uid=vid,
         label="v1m",
         split=split,
         num_frames=n,
-        frame_paths=[data / "visual_frames" / f"{vid}.mp4_{k}.png" for k in range(1, n + 1)],
+        frame_paths=[frame_dir / f"{vid}.mp4_{k}.png" for k in range(1, n + 1)],
         audio_path=data / "audio_wav" / split / f"{vid}.wav",
         mask_paths=[mask_dir / f"{vid}_{k}.png" for k in range(1, n + 1)],
         semantic_paths=None,
         a_obj=[],
-        clip_dir=mask_dir,
+        clip_dir=frame_dir,
         mask_format="binary",
         layout="ms3-object",
     )
@@ -332,12 +373,26 @@ def scan_clips(root: str | os.PathLike) -> tuple[str, list[ClipRecord], list[Pro
     root = Path(root)
     layout = detect_layout(root)
     csv_path = root / LAYOUT_CSV[layout]
-    rows, problems = _read_csv(csv_path, REQUIRED_COLUMNS[layout])
-    id_column = {"released": "uid", "s4-object": "name", "ms3-object": "video_id"}[layout]
+    hint = (
+        ' (an a_obj cell naming several objects with commas must be quoted, as in "man, guitar")'
+        if layout == "released"
+        else ""
+    )
+    header, rows, problems = _read_csv(csv_path, REQUIRED_COLUMNS[layout], hint)
+    id_column = ID_COLUMN[layout] or (header[0] if header else "")
+    if layout == "ms3-object" and id_column in ("split", ""):
+        problems.append(
+            Problem(
+                csv_path,
+                f"the first column must hold the video id (AVSBench reads it from column 0), "
+                f"found {id_column or 'an empty header'!r}",
+            )
+        )
+        rows = []
     data = root if layout == "released" else _object_data_dir(root, layout)
     records: list[ClipRecord] = []
     seen: dict[str, int] = {}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
+    for line, row in rows:
         bad: list[str] = []
         if not row.get(id_column):
             bad.append(f"empty {id_column}")
@@ -359,7 +414,7 @@ def scan_clips(root: str | os.PathLike) -> tuple[str, list[ClipRecord], list[Pro
         elif layout == "s4-object":
             records.append(_s4_record(data, row))
         else:
-            records.append(_ms3_record(data, row))
+            records.append(_ms3_record(data, row[id_column], row["split"]))
     return layout, records, problems
 
 
@@ -447,6 +502,33 @@ def _size_text(hw: tuple[int, int]) -> str:
     return f"{hw[1]}x{hw[0]}"
 
 
+def missing_frame_dir_message(record: ClipRecord) -> str:
+    """What a clip whose frame folder is absent is told: the files expected there and, for MS3,
+    whether its frames sit one level up (``visual_frames/{vid}.mp4_k.png``, the flat layout that
+    teso before issue 10 read by mistake)."""
+    names = [p.name for p in record.frame_paths]
+    expected = f"{names[0]} … {names[-1]}"
+    if record.layout == "released":
+        return f"missing frame folder ({record.label} clips have {record.num_frames} frames: {expected})"
+    if record.layout == "s4-object":
+        return (
+            f"missing frame folder (AVSBench S4 keeps a clip's frames {expected} in "
+            "visual_frames/{split}/{category}/{name}/)"
+        )
+    message = (
+        f"missing frame folder (AVSBench MS3 keeps each video's frames {expected} in its own "
+        "folder visual_frames/{video_id}/)"
+    )
+    parent = record.frame_paths[0].parent.parent
+    flat = [name for name in names if (parent / name).is_file()]
+    if flat:
+        message += (
+            f"; found {len(flat)} of them directly in {parent}, the layout older teso versions "
+            f"expected: move them into {record.frame_paths[0].parent}"
+        )
+    return message
+
+
 def inspect_clip(
     record: ClipRecord,
     *,
@@ -470,11 +552,20 @@ def inspect_clip(
         # One line for a clip that is not there at all, rather than one per missing file.
         return None, [Problem(record.clip_dir, f"missing clip folder (listed in {LAYOUT_CSV['released']})")]
 
+    frame_dir = record.frame_paths[0].parent
+    no_frame_dir = not frame_dir.is_dir()
+    if no_frame_dir:
+        # One line naming the folder expected, rather than one per frame; masks and audio (in other
+        # folders for the object layouts) are still checked.
+        problems.append(Problem(frame_dir, missing_frame_dir_message(record)))
     frames: list[np.ndarray | None] = []
     sizes: list[tuple[int, int] | None] = []
     for t, path in enumerate(record.frame_paths):
         if not path.is_file():
-            problems.append(Problem(path, f"missing frame {t} of {n} ({record.label} clips have {n} frames)"))
+            if not no_frame_dir:
+                problems.append(
+                    Problem(path, f"missing frame {t} of {n} ({record.label} clips have {n} frames)")
+                )
             frames.append(None)
             sizes.append(None)
             continue

@@ -2,7 +2,8 @@
 
 The checker never fixes or substitutes anything. It reports, each as ``PATH: message``:
 missing or unreadable CSV / label2idx.json / frames / masks / audio, missing CSV columns, bad
-CSV rows (unknown label or split, duplicate ids), label2idx problems, wrong frame counts (frame
+CSV rows (unknown label or split, duplicate ids, more or fewer fields than the header), a missing
+frame folder (one line naming the folder expected), label2idx problems, wrong frame counts (frame
 files in a clip's folder that do not match the subset's count), frames of different sizes in one
 clip, mask size different from its frame, unknown mask colours, semantic indices out of range
 and audio shorter than the clip (seconds = frames at 1 fps). The per-clip rules are those of
@@ -76,12 +77,13 @@ def _frame_name_pattern(record: ClipRecord) -> re.Pattern[str]:
 
 
 def frame_count_problems(record: ClipRecord) -> list[Problem]:
-    """A clip whose frame folder holds a different number of its frame files than its subset needs."""
+    """A clip whose frame folder holds a different number of its frame files than its subset needs.
+
+    A missing folder is not reported here: :func:`inspect_clip` reports it, naming the path expected.
+    """
     folder = record.frame_paths[0].parent
     if not folder.is_dir():
-        return [
-            Problem(folder, f"missing frame folder ({record.label} clips have {record.num_frames} frames)")
-        ]
+        return []
     pattern = _frame_name_pattern(record)
     found = sorted(
         p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and pattern.match(p.name)
@@ -90,10 +92,9 @@ def frame_count_problems(record: ClipRecord) -> list[Problem]:
     if len(found) == record.num_frames and set(found) == expected:
         return []
     extra = [name for name in found if name not in expected]
-    where = folder if record.layout != "ms3-object" else folder / f"{record.uid}.mp4_*.png"
     return [
         Problem(
-            where,
+            folder,
             f"wrong frame count: found {len(found)} frame(s), expected {record.num_frames} "
             f"({record.label})" + (f"; unexpected: {', '.join(extra[:5])}" if extra else ""),
         )
