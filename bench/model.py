@@ -45,6 +45,7 @@ def _status_mib(field: str) -> float:
 def bench_variant(name: str, frames: int, repeats: int) -> dict:
     torch.manual_seed(0)
     config = get_variant(name)
+    config.allow_random_frozen = True  # random weights (the paper variant's frozen parts included)
     size = config.visual.image_size
     model = build_teso(config).eval()
     plain = Mask2FormerForUniversalSegmentation(mask2former_config(config.visual, config.num_classes)).eval()

@@ -133,6 +133,7 @@ def test_frozen_foundation_trains_exactly_the_new_parts_by_name():
     config = _config()
     config.freeze_foundation = True
     config.audio.encoder = "vggish"  # frozen VGGish must not train either
+    config.allow_random_frozen = True  # wiring test: random frozen weights train the same parameters
     torch.manual_seed(0)
     model = build_teso(config)
     _wake(model)
@@ -158,9 +159,6 @@ def test_frozen_foundation_trains_exactly_the_new_parts_by_name():
     for prefix in allowed:
         assert any(n.startswith(prefix) for n in with_grad), prefix
     assert not any(n.startswith(("audio_encoder.", "foundation.m2f.model.")) for n in with_grad)
-    groups = model.parameter_groups()
-    adapters = [p for n, p in model.named_parameters() if n.startswith("foundation.adapters.")]
-    assert {id(p) for p in groups["visual"]} == {id(p) for p in adapters}
     assert model.foundation.m2f.training is False  # frozen foundation runs as at inference
     # The switch unfreezes everything (but the frozen VGGish).
     config.freeze_foundation = False
@@ -322,6 +320,7 @@ def test_predictor_reuses_the_visual_encoding(tiny):
 def test_paper_variant_has_the_papers_shapes():
     torch.manual_seed(0)
     config = get_variant("swin-base-ade")
+    config.allow_random_frozen = True
     model = build_teso(config).eval()  # random weights: no download
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     # Swin parameter paths differ between transformers 5.0 (``encoder.encoder.layers``,
@@ -476,3 +475,119 @@ def test_a_config_saved_before_the_sedam_switches_keeps_its_architecture():
     # The residual reading builds the last layer's FFN, which old checkpoints hold weights for.
     assert any(".layers.3.ffn." in n for n, _ in build_teso(again).named_parameters())
     assert TeSOConfig.from_dict(_config().to_dict()).sedam.output == "attention"
+
+
+def test_a_frozen_part_with_random_weights_is_refused():
+    with pytest.raises(TesoError, match=r"model\.visual\.pretrained.*model\.allow_random_frozen"):
+        build_teso(get_variant("swin-base-ade"))  # refused before anything is built
+    paper = get_variant("swin-base-ade")
+    paper.visual.pretrained = "never/read"  # the check runs before any weight is looked for
+    with pytest.raises(TesoError, match=r"model\.audio\.weights.*VGGish"):
+        build_teso(paper)
+    frozen_tiny = _config()
+    frozen_tiny.freeze_foundation = True
+    with pytest.raises(TesoError, match=r"model\.visual\.pretrained"):
+        build_teso(frozen_tiny)
+    build_teso(frozen_tiny, load_pretrained=False)  # load_checkpoint: the weights come from the file
+    frozen_tiny.allow_random_frozen = True
+    assert not any(p.requires_grad for p in build_teso(frozen_tiny).foundation.m2f.model.parameters())
+    vggish = _config()  # foundation trained from scratch, but a frozen random VGGish
+    vggish.audio.encoder = "vggish"
+    with pytest.raises(TesoError, match=r"model\.audio\.weights"):
+        build_teso(vggish)
+    vggish.ablation.audio = False  # no audio path, no VGGish
+    assert build_teso(vggish).audio_encoder is None
+
+
+def test_pmqs_ablation_masked_tokens_are_out_of_the_decoders_attention():
+    """(−) PMQS appends the prompt tokens to the decoder's queries: a masked token must act as an
+    absent one — the zeroed tokens of before still took part in self-attention."""
+    config = _config(pmqs=False, dynamic_mask=False)  # keep = the real cues: 2 of 4 masked below
+    torch.manual_seed(0)
+    model = build_teso(config).eval()
+    _wake(model)
+    short = _config(pmqs=False, dynamic_mask=False)
+    short.text.num_cues = 2  # the same weights (cue count is no parameter shape), no padding tokens
+    narrow = build_teso(short).eval()
+    narrow.load_state_dict(model.state_dict())
+    frames, audio, text, _ = _inputs(t=2)
+    count = torch.full((1, 2), 2)
+    with torch.no_grad():
+        padded = model(frames, audio, text, count)
+        absent = narrow(frames, audio, text[:, :, :2], count)
+        visual = model.encode_visual(frames)
+        appended_zero = model.foundation.decode(visual, model._append_prompt(torch.zeros(2, 4, 64)))[1][-1]
+        plain = model.foundation.decode(visual)[1][-1]
+    # Same numbers, one reduction two keys longer (their weights exactly 0): float32 rounding only.
+    assert torch.allclose(padded.mask_logits, absent.mask_logits, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(padded.class_logits, absent.class_logits, atol=1e-5, rtol=1e-5)
+    # Zero tokens that do take part move the queries (measured ~5 % of the logits' scale under both
+    # transformers releases, whose random inits differ in scale): the old zeroing was not "absent".
+    assert (appended_zero - plain).abs().max() > 0.01 * plain.abs().max()
+
+    # The content of a masked token cannot reach the output, bit for bit; a kept one's does.
+    g = torch.Generator().manual_seed(7)
+    tokens = torch.randn(2, 4, 64, generator=g)
+    keep = torch.tensor([[True, False, True, False], [True, True, False, False]])
+    with torch.no_grad():
+
+        def decode(tok: torch.Tensor):
+            c, m = model.foundation.decode(visual, model._append_prompt(tok), keep)
+            return c[-1], m[-1]
+
+        base = decode(tokens)
+        masked_changed = tokens.clone()
+        masked_changed[0, 1] = torch.randn(64, generator=g) * 10
+        masked_changed[1, 3] = torch.randn(64, generator=g) * 10
+        kept_changed = tokens.clone()
+        kept_changed[0, 0] = torch.randn(64, generator=g) * 10
+        after_masked, after_kept = decode(masked_changed), decode(kept_changed)
+    assert torch.equal(after_masked[0], base[0]) and torch.equal(after_masked[1], base[1])
+    assert not torch.allclose(after_kept[1][0], base[1][0])
+    assert torch.equal(after_kept[1][1], base[1][1])  # frame 1's tokens did not change
+
+
+def test_annotated_only_runs_the_visual_network_on_the_annotated_frames():
+    """S4 train annotates frame 0 of 5: with ``annotated_only`` the Swin backbone sees those frames
+    only, and the losses are those of running every frame and discarding the others."""
+    torch.manual_seed(0)
+    model = build_teso(_config())
+    _wake(model)
+    model.train()
+    frames, audio, text, count = _inputs(b=2, t=3)
+    masks = torch.zeros(2, 3, 16, 16, dtype=torch.long)
+    masks[:, :, 3:10, 4:12] = 1
+    annotated = torch.tensor([[True, False, False], [True, False, True]])
+    targets = TeSOTargets(masks, annotated)
+    seen: list[int] = []
+    backbone = model.foundation.m2f.model.pixel_level_module.encoder
+    handle = backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        torch.manual_seed(5)  # the loss samples its points at random: the same draws for both runs
+        full = model(frames, audio, text, count, targets)
+        torch.manual_seed(5)
+        only = model(frames, audio, text, count, targets, annotated_only=True)
+    finally:
+        handle.remove()
+    assert seen == [6, 3]  # every frame, then the 3 annotated ones
+    assert only.class_logits.shape == (1, 3, 12, 2) and only.mask_logits.shape == (1, 3, 12, 16, 16)
+    assert only.cue_keep.shape == (1, 3, 4) and only.xi.shape == (1, 3, 4)
+    assert torch.equal(only.decoded, annotated)
+    flat = annotated.reshape(-1)
+    # The decoded frames are the full run's annotated frames: the same logits up to the float32
+    # kernels' rounding for another batch size (3 images instead of 6; measured 3e-7).
+    assert torch.allclose(only.mask_logits[0], full.mask_logits.flatten(0, 1)[flat], atol=1e-5, rtol=1e-5)
+    assert torch.equal(only.infonce, full.infonce)  # infoNCE reads every second in both runs
+    for key in full.losses:
+        assert torch.allclose(only.losses[key], full.losses[key], atol=1e-5, rtol=1e-5), key
+    only.losses["loss"].backward()
+    assert model.audio_encoder.net.features[0].weight.grad.abs().sum() > 0
+    with pytest.raises(TesoError, match="no frame of the batch is annotated"):
+        model(
+            frames,
+            audio,
+            text,
+            count,
+            TeSOTargets(masks, torch.zeros(2, 3, dtype=torch.bool)),
+            annotated_only=True,
+        )

@@ -58,7 +58,7 @@ from teso.metrics.aggregate import SemanticMeter
 from teso.model.audio_encoder import TinyAudioCNN, save_cnn_weights
 from teso.model.config import TeSOConfig
 from teso.model.foundation import mask2former_config
-from teso.model.teso import preprocess_frames
+from teso.model.preprocess import preprocess_frames
 from teso.model.variants import get_variant
 from teso.utils.files import atomic_write, atomic_write_json
 

@@ -141,6 +141,9 @@ class TeSOConfig:
     name: str = "swin-base-ade"  # the variant the config was made from (informative only)
     num_classes: int = 1  # N_C: 1 for S4/MS3/AVSS-binary, 71 (incl. background id 0) for AVSS
     freeze_foundation: bool = True  # paper: Mask2Former frozen, adapters + new heads train
+    # Benchmarks and tests only: build a frozen foundation (Mask2Former, VGGish) without its weights.
+    # Otherwise refused: adapters trained on a random frozen network learn nothing transferable.
+    allow_random_frozen: bool = False
     visual: VisualConfig = field(default_factory=VisualConfig)
     adapters: AdapterConfig = field(default_factory=AdapterConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)

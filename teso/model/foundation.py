@@ -12,7 +12,10 @@ What the wrapper adds to ``Mask2FormerForUniversalSegmentation`` (transformers 5
 - query prompting: a forward **pre**-hook with kwargs on the masked-attention decoder receives the
   learnable query features repeated per image, ``inputs_embeds`` (Q, N, d), and may replace them
   (and, for extra prompt tokens, extend ``query_position_embeddings``). A forward hook on
-  ``queries_features`` would never fire: the transformer module reads its ``.weight`` directly.
+  ``queries_features`` would never fire: the transformer module reads its ``.weight`` directly;
+- a key mask for extra prompt tokens: HF's decoder calls every layer's self-attention with
+  ``attention_mask=None``, so a forward pre-hook on each ``self_attn`` supplies an additive mask
+  that removes the masked extra tokens from the keys (the "(−) PMQS" row appends tokens).
 """
 
 from __future__ import annotations
@@ -159,6 +162,33 @@ class _PromptHook:
         return args, kwargs
 
 
+class _TokenKeyMaskHook:
+    """Forward pre-hook (with kwargs) on a decoder layer's self-attention: while ``extra_keep``
+    [N, K] is set, the last K of its L tokens are extra prompt tokens and those with False are
+    removed from the keys (additive −inf), so they cannot reach the queries. The N_Q queries are
+    always kept, so no row is fully masked. A callable object so that ``copy.deepcopy`` works."""
+
+    def __init__(self, num_heads: int) -> None:
+        self.num_heads = num_heads
+        self.extra_keep: torch.Tensor | None = None
+
+    def __call__(self, _module: nn.Module, args: tuple, kwargs: dict):
+        if self.extra_keep is None:
+            return None
+        if kwargs.get("attention_mask") is not None:
+            raise RuntimeError("decoder self-attention already has a mask: unsupported transformers version")
+        hidden = kwargs["hidden_states"]  # (L, N, d): sequence first
+        length, n = hidden.shape[:2]
+        keep = torch.cat(
+            [self.extra_keep.new_ones(n, length - self.extra_keep.shape[1]), self.extra_keep], dim=1
+        )
+        bias = torch.zeros(n, length, dtype=hidden.dtype, device=hidden.device)
+        bias = bias.masked_fill(~keep, float("-inf"))
+        # Mask2FormerAttention adds a (N·H, L_q, L_k) mask to its logits.
+        mask = bias[:, None, None, :].expand(n, self.num_heads, length, length)
+        return args, dict(kwargs, attention_mask=mask.reshape(n * self.num_heads, length, length))
+
+
 class VisualFoundation(nn.Module):
     """HF Mask2Former + new class head + adapters, split into ``encode`` and ``decode``.
 
@@ -178,7 +208,13 @@ class VisualFoundation(nn.Module):
             del m2f.criterion
         self.adapters, self._adapter_handles = attach_adapters(m2f, adapters)
         self._prompt_hook = _PromptHook()
-        m2f.model.transformer_module.decoder.register_forward_pre_hook(self._prompt_hook, with_kwargs=True)
+        decoder = m2f.model.transformer_module.decoder
+        decoder.register_forward_pre_hook(self._prompt_hook, with_kwargs=True)
+        self._key_mask_hooks = []
+        for layer in decoder.layers:
+            hook = _TokenKeyMaskHook(layer.self_attn.num_heads)
+            layer.self_attn.register_forward_pre_hook(hook, with_kwargs=True)
+            self._key_mask_hooks.append(hook)
 
     @classmethod
     def build(
@@ -215,16 +251,23 @@ class VisualFoundation(nn.Module):
         )
 
     def decode(
-        self, features: VisualFeatures, prompt: QueryPromptFn | None = None
+        self,
+        features: VisualFeatures,
+        prompt: QueryPromptFn | None = None,
+        extra_keep: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Masked-attention decoder + class head, optionally prompting the queries.
 
         Returns per decoder prediction (first = learnable queries, last = final) the class logits
         [N, N_Q, N_C+1] and the mask logits [N, N_Q, S/4, S/4]. Extra prompt tokens added by
         ``prompt`` take part in the decoder's self- and masked attention; their own predictions are
-        dropped, so every output keeps N_Q queries.
+        dropped, so every output keeps N_Q queries. ``extra_keep`` [N, K] bool (K = the tokens
+        ``prompt`` appends): the False ones are removed from every self-attention's keys, so their
+        content cannot reach the queries.
         """
         self._prompt_hook.prompt = prompt
+        for hook in self._key_mask_hooks:
+            hook.extra_keep = extra_keep
         try:
             out = self.m2f.model.transformer_module(
                 multi_scale_features=list(features.multi_scale),
@@ -233,6 +276,8 @@ class VisualFoundation(nn.Module):
             )
         finally:
             self._prompt_hook.prompt = None
+            for hook in self._key_mask_hooks:
+                hook.extra_keep = None
         q = self.num_queries
         class_logits = [self.class_head(h.transpose(0, 1))[:, :q] for h in out.intermediate_hidden_states]
         mask_logits = [m[:, :q] for m in out.masks_queries_logits]

@@ -105,14 +105,21 @@ class SeDAMOutput:
 class SeDAM(nn.Module):
     """Latent audio features, cross-modal fusion with the cues, output FC(LN(·)), dynamic mask."""
 
-    def __init__(self, dim: int, config: SeDAMConfig, dynamic_mask: bool = True) -> None:
+    def __init__(
+        self, dim: int, config: SeDAMConfig, dynamic_mask: bool = True, soft_mask: bool | None = None
+    ) -> None:
+        """``dynamic_mask``: apply Eq. 4; ``soft_mask``: also return the soft mask while training
+        (None = whenever the dynamic mask is on and ``config.mask_train`` is "soft"; ``build_teso``
+        passes ``Wiring.soft_mask``, False where nothing reads it)."""
         super().__init__()
         self.dim = dim
         self.num_latents = config.num_latents
         self.mask_layer = config.mask_layer
         self.output = config.output
         self.dynamic_mask = dynamic_mask
-        self.soft_mask = dynamic_mask and config.mask_train == "soft"
+        if soft_mask is None:
+            soft_mask = dynamic_mask and config.mask_train == "soft"
+        self.soft_mask = soft_mask
         self.mask_temperature = config.mask_temperature
         self.latent_proj = nn.Linear(dim, config.num_latents * dim)
         last = config.num_layers - 1 if self.output == "attention" else -1

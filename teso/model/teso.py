@@ -11,12 +11,7 @@ N_C classes, d = the foundation's query width; masks come out at S/4 × S/4.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from teso.errors import TesoError
@@ -25,171 +20,15 @@ from teso.model.config import TeSOConfig
 from teso.model.foundation import VisualFeatures, VisualFoundation
 from teso.model.losses import TeSOLoss
 from teso.model.pmqs import PMQS
+from teso.model.postprocess import TeSOOutput
+from teso.model.preprocess import TeSOTargets, prepare_text
 from teso.model.sedam import Projection, SeDAM, latent_infonce
-
-# Mask2Former's image processor normalisation (ImageNet statistics, on 0..1 pixel values).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def preprocess_frames(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
-    """uint8 RGB frames [..., H, W, 3] -> normalised float [..., 3, S, S] (S = ``image_size``).
-
-    Like Mask2Former's image processor: bilinear resize (antialiased, as PIL does when shrinking),
-    scale to 0..1, subtract the ImageNet mean and divide by its std per channel. Unlike it, frames
-    are resized to a square S×S (aspect ratio not kept), as AVS models do, so that the masks map
-    back to the frame by a plain resize.
-    """
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
-    if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8:
-        raise TesoError(
-            f"frames: expected uint8 RGB frames [..., H, W, 3], got {getattr(frames, 'dtype', frames)}"
-        )
-    if frames.dim() < 3 or frames.shape[-1] != 3:
-        raise TesoError(f"frames: expected uint8 RGB frames [..., H, W, 3], got shape {tuple(frames.shape)}")
-    lead = frames.shape[:-3]
-    x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (image_size, image_size):
-        x = F.interpolate(
-            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
-        )
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    return x.reshape(*lead, 3, image_size, image_size)
-
-
-def prepare_text(
-    text: torch.Tensor, text_count: torch.Tensor, num_cues: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The one place cues are padded / truncated to N_T.
-
-    ``text`` [B, T, M, d_T] (any M >= 0), ``text_count`` [B, T] valid cues per frame (0..M).
-    Returns ``text`` [B, T, N_T, d_T] with zeros beyond the count (the first N_T cues kept when there
-    are more) and ``valid`` [B, T, N_T] bool.
-    """
-    if text.dim() != 4:
-        raise TesoError(f"text: expected cue embeddings [B, T, N_T, d_T], got {tuple(text.shape)}")
-    if text_count.shape != text.shape[:2]:
-        raise TesoError(
-            f"text_count: expected shape {tuple(text.shape[:2])} (B, T), got {tuple(text_count.shape)}"
-        )
-    if text_count.is_floating_point() or text_count.dtype == torch.bool:
-        raise TesoError(f"text_count: expected integer counts, got {text_count.dtype}")
-    m = text.shape[2]
-    if (text_count < 0).any() or (text_count > m).any():
-        raise TesoError(
-            f"text_count: counts must lie in 0..{m} (the cues given per frame), got {text_count.tolist()}"
-        )
-    if m < num_cues:
-        text = F.pad(text, (0, 0, 0, num_cues - m))
-    text = text[:, :, :num_cues]
-    valid = torch.arange(num_cues, device=text.device) < text_count.clamp(max=num_cues)[..., None]
-    return text * valid[..., None].to(text.dtype), valid
-
-
-def pack_cues(
-    cues: Sequence[Sequence[torch.Tensor]], num_cues: int, dim: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-clip, per-frame cue embeddings (each [n_i, d_T], n_i may be 0) -> ``text`` [B, T, N_T, d_T],
-    ``text_count`` [B, T] (long), padded / truncated by ``prepare_text``."""
-    b = len(cues)
-    t = len(cues[0]) if b else 0
-    if any(len(clip) != t for clip in cues):
-        raise TesoError("cues: every clip must have the same number of frames")
-    longest = max([c.shape[0] for clip in cues for c in clip] + [0])
-    text = torch.zeros(b, t, longest, dim)
-    count = torch.zeros(b, t, dtype=torch.long)
-    for i, clip in enumerate(cues):
-        for j, c in enumerate(clip):
-            if c.dim() != 2 or (c.shape[0] and c.shape[1] != dim):
-                raise TesoError(f"cues[{i}][{j}]: expected [n, {dim}] embeddings, got {tuple(c.shape)}")
-            text[i, j, : c.shape[0]] = c
-            count[i, j] = c.shape[0]
-    padded, _ = prepare_text(text, count, num_cues)
-    return padded, count.clamp(max=num_cues)
-
-
-@dataclass
-class TeSOTargets:
-    """Ground truth: ``masks`` [B, T, H, W] (binary maps or class-id maps), ``annotated`` [B, T] bool
-    (None = every frame annotated). Unannotated frames add nothing to the segmentation loss."""
-
-    masks: torch.Tensor
-    annotated: torch.Tensor | None = None
-
-
-@dataclass
-class TeSOOutput:
-    """What ``TeSO.forward`` / ``TeSO.decode`` return.
-
-    ``class_logits`` [B, T, N_Q, N_C+1] (last = no object); ``mask_logits`` [B, T, N_Q, S/4, S/4];
-    ``cue_keep`` [B, T, N_T] bool (REC#2: cues surviving the dynamic mask; all False without
-    text); ``xi`` [B, T, N_T] the dynamic-mask scores, or None; ``infonce`` scalar (0 without
-    latents); ``aux`` the intermediate predictions ``[(class_logits, mask_logits), ...]`` (first =
-    learnable queries) in the same shapes; ``losses`` the named loss terms when targets were given.
-    """
-
-    class_logits: torch.Tensor
-    mask_logits: torch.Tensor
-    cue_keep: torch.Tensor
-    infonce: torch.Tensor
-    aux: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    xi: torch.Tensor | None = None
-    losses: dict[str, torch.Tensor] | None = None
-
-    @staticmethod
-    def _combine(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        cls = class_logits.softmax(-1)[..., :-1]
-        return torch.einsum("btqc,btqhw->btchw", cls, mask_logits.sigmoid())
-
-    @property
-    def probs(self) -> torch.Tensor:
-        """Per-class maps einsum(softmax(class)[..., :N_C], sigmoid(mask)): [B, T, N_C, S/4, S/4]."""
-        return self._combine(self.class_logits, self.mask_logits)
-
-    def probs_at(self, size: tuple[int, int]) -> torch.Tensor:
-        """``probs`` at a ground-truth resolution (H, W): mask logits are resized bilinearly before the
-        sigmoid, as Mask2Former's post-processing does. -> [B, T, N_C, H, W]."""
-        b, t, q, h, w = self.mask_logits.shape
-        logits = F.interpolate(
-            self.mask_logits.reshape(b * t, q, h, w), size=tuple(size), mode="bilinear", align_corners=False
-        ).reshape(b, t, q, *size)
-        return self._combine(self.class_logits, logits)
-
-    def frame_probs_at(self, b: int, t: int, size: tuple[int, int]) -> torch.Tensor:
-        """``probs_at`` of one frame (clip ``b``, frame ``t``) -> [N_C, H, W]. Resizing only the N_Q
-        mask logits of that frame keeps memory at N_Q·H·W floats for long or high-resolution videos."""
-        logits = F.interpolate(
-            self.mask_logits[b, t][None], size=tuple(size), mode="bilinear", align_corners=False
-        )
-        return self._combine(self.class_logits[b, t][None, None], logits[None])[0, 0]
-
-
-def sounding_maps(
-    probs: torch.Tensor, num_classes: int, threshold: float = 0.5
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-pixel sounding probability and, for semantic models, the class map.
-
-    ``probs`` [..., N_C, H, W] (``TeSOOutput.probs`` / ``probs_at``) -> (foreground [..., H, W] in
-    [0, 1], class ids [..., H, W] long or None when N_C = 1).
-
-    Binary: channel 0, clamped to 1 (the einsum over queries exceeds 1 where queries overlap; the
-    clamp changes no comparison with a threshold in [0, 1]). Semantic: background (id 0) is never a
-    target, so its channel carries no evidence; a pixel's sounding probability is the score of its
-    best non-background class, and its class is that class where the score exceeds ``threshold``
-    (``>``, the binary rule), background (0) elsewhere.
-    """
-    if num_classes == 1:
-        return probs[..., 0, :, :].clamp(0, 1), None
-    best, idx = probs[..., 1:, :, :].max(dim=-3)
-    fg = best.clamp(0, 1)
-    return fg, torch.where(fg > threshold, idx + 1, torch.zeros_like(idx))
+from teso.model.wiring import Wiring, resolve_wiring
 
 
 class TeSO(nn.Module):
-    """TeSO from its parts. Missing parts (None) are the ablations of ``config.ablation``."""
+    """TeSO from its parts. Missing parts (None) are the ablations of ``config.ablation``; which parts
+    exist and how they connect is ``self.wiring`` (``teso.model.wiring``), resolved once."""
 
     def __init__(
         self,
@@ -204,6 +43,18 @@ class TeSO(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config
+        self.wiring: Wiring = resolve_wiring(config)
+        w = self.wiring
+        parts = {
+            "audio_encoder": (audio_encoder, w.audio),
+            "audio_proj": (audio_proj, w.audio),
+            "text_proj": (text_proj, w.text),
+            "sedam": (sedam, w.sedam),
+            "pmqs": (pmqs, w.pmqs),
+        }
+        wrong = [name for name, (part, wanted) in parts.items() if (part is not None) != wanted]
+        if wrong:
+            raise TesoError(f"TeSO parts {wrong} do not match the wiring ({w.describe()})")
         self.foundation = foundation
         self.audio_encoder = audio_encoder
         self.audio_proj = audio_proj
@@ -232,32 +83,22 @@ class TeSO(nn.Module):
             self.foundation.m2f.eval()
         return self
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters split for the optimiser (SPEC §3: lr 1e-4 for ``visual`` — adapters and
-        any unfrozen foundation weight — and 1e-3 for ``other``: class head, projections, SeDAM, PMQS)."""
-        head = {id(p) for p in self.foundation.class_head.parameters()}
-        visual, other = [], []
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            if name.startswith("foundation.") and id(param) not in head:
-                visual.append(param)
-            else:
-                other.append(param)
-        return {"visual": visual, "other": other}
-
     # ----- forward --------------------------------------------------------------------------------
     def encode_visual(self, frames: torch.Tensor) -> VisualFeatures:
         """Frames [B, T, 3, S, S] (``preprocess_frames`` output) -> VisualFeatures of the B·T images."""
+        self._check_frames(frames)
+        b, t = frames.shape[:2]
+        return self.foundation.encode(frames.reshape(b * t, *frames.shape[2:]), (b, t))
+
+    @staticmethod
+    def _check_frames(frames: torch.Tensor) -> None:
         if frames.dim() != 5 or frames.shape[2] != 3 or frames.shape[-1] != frames.shape[-2]:
             raise TesoError(f"frames: expected [B, T, 3, S, S] normalised frames, got {tuple(frames.shape)}")
         if frames.shape[-1] % 32:
             raise TesoError(f"frames: side S must be a multiple of 32, got {frames.shape[-1]}")
-        b, t = frames.shape[:2]
-        return self.foundation.encode(frames.reshape(b * t, *frames.shape[2:]), (b, t))
 
     def _audio_tokens(self, audio: torch.Tensor | None, b: int, t: int) -> torch.Tensor | None:
-        if not self.config.ablation.audio:
+        if not self.wiring.audio:
             return None
         if audio is None:
             raise TesoError("audio: required (log-mel [B, T, 1, 96, 64]) unless ablation.audio is off")
@@ -270,7 +111,7 @@ class TeSO(nn.Module):
         self, text: torch.Tensor | None, text_count: torch.Tensor | None, b: int, t: int, device: torch.device
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         n_t = self.config.text.num_cues
-        if not self.config.ablation.text:
+        if not self.wiring.text:
             return None, torch.zeros(b * t, n_t, dtype=torch.bool, device=device)
         if text is None or text_count is None:
             raise TesoError("text / text_count: required unless ablation.text is off")
@@ -295,20 +136,35 @@ class TeSO(nn.Module):
         ``audio`` [B, T, 1, 96, 64], ``text`` [B, T, M, d_T], ``text_count`` [B, T]; either may be
         None when its ablation switch is off.
         """
-        b, t = visual.batch_shape
+        return self._decode(visual, audio, text, text_count, targets, visual.batch_shape, None)
+
+    def _decode(
+        self,
+        visual: VisualFeatures,
+        audio: torch.Tensor | None,
+        text: torch.Tensor | None,
+        text_count: torch.Tensor | None,
+        targets: TeSOTargets | None,
+        batch_shape: tuple[int, int],
+        decoded: torch.Tensor | None,
+    ) -> TeSOOutput:
+        """``decode`` for B×T = ``batch_shape`` frames of audio / text, of which ``visual`` holds the
+        ``decoded`` ones ([B, T] bool, None = all): the prompt is made for every frame (infoNCE
+        reads every second's latents), the decoder runs on the decoded frames only."""
+        w = self.wiring
+        b, t = batch_shape
         n = b * t
         device = visual.mask_features.device
-        ab = self.config.ablation
         a = self._audio_tokens(audio, b, t)
         txt, valid = self._text_tokens(text, text_count, b, t, device)
 
         tokens = keep = latents = xi = key_bias = None
         cue_keep = torch.zeros_like(valid)
-        if self.sedam is not None:
+        if w.sedam:  # tokens "fused", "latents" or "cues": SeDAM's path follows from which input is None
             out = self.sedam(a, txt, valid)
             tokens, keep, cue_keep, latents, xi = out.tokens, out.keep, out.cue_keep, out.latents, out.xi
             key_bias = out.key_bias
-        elif ab.audio or ab.text:
+        elif w.tokens == "projected":
             # "(−) SeDAM": projected cues and the projected audio vector go straight to the prompt.
             parts, keeps = [], []
             if txt is not None:
@@ -322,31 +178,40 @@ class TeSO(nn.Module):
 
         infonce = (
             latent_infonce(latents, self.config.sedam.infonce_temperature)
-            if latents is not None
+            if w.latents
             else visual.mask_features.new_zeros(())
         )
-        prompt = None
-        if tokens is not None:
-            prompt = (
-                self._pmqs_prompt(tokens, keep, key_bias)
-                if self.pmqs is not None
-                else self._append_prompt(tokens, keep)
-            )
-        class_logits, mask_logits = self.foundation.decode(visual, prompt)
+        if decoded is not None:
+            idx = decoded.reshape(-1).nonzero().squeeze(1).to(device)
+            cue_keep = cue_keep[idx]
+            xi = None if xi is None else xi[idx]
+            if tokens is not None:
+                tokens, keep = tokens[idx], keep[idx]
+                key_bias = None if key_bias is None else key_bias[idx]
+            out_shape = (1, idx.numel())
+        else:
+            out_shape = (b, t)
+        prompt, extra_keep = None, None
+        if w.prompt == "pmqs":
+            prompt = self._pmqs_prompt(tokens, keep, key_bias)
+        elif w.prompt == "append":
+            prompt, extra_keep = self._append_prompt(tokens), keep
+        class_logits, mask_logits = self.foundation.decode(visual, prompt, extra_keep)
 
         def split(x: torch.Tensor) -> torch.Tensor:
-            return x.reshape(b, t, *x.shape[1:])
+            return x.reshape(*out_shape, *x.shape[1:])
 
         result = TeSOOutput(
             class_logits=split(class_logits[-1]),
             mask_logits=split(mask_logits[-1]),
-            cue_keep=cue_keep.reshape(b, t, -1),
+            cue_keep=split(cue_keep),
             infonce=infonce,
             aux=[(split(c), split(m)) for c, m in zip(class_logits[:-1], mask_logits[:-1])],
-            xi=None if xi is None else xi.reshape(b, t, -1),
+            xi=None if xi is None else split(xi),
+            decoded=decoded,
         )
         if targets is not None:
-            result.losses = self._losses(class_logits, mask_logits, targets, infonce, b, t)
+            result.losses = self._losses(class_logits, mask_logits, targets, infonce, b, t, decoded)
         return result
 
     def _pmqs_prompt(self, tokens: torch.Tensor, keep: torch.Tensor, key_bias: torch.Tensor | None):
@@ -358,10 +223,10 @@ class TeSO(nn.Module):
         return prompt
 
     @staticmethod
-    def _append_prompt(tokens: torch.Tensor, keep: torch.Tensor):
-        # "(−) PMQS": the tokens join the queries; masked ones are zeroed (the HF decoder's
-        # self-attention takes no key mask), and they get no position embedding.
-        extra = (tokens * keep[..., None].to(tokens.dtype)).transpose(0, 1)
+    def _append_prompt(tokens: torch.Tensor):
+        # "(−) PMQS": the tokens [N, K, d] join the queries with no position embedding; the masked
+        # ones are removed from the decoder's self-attention keys by the foundation (extra_keep).
+        extra = tokens.transpose(0, 1)
 
         def prompt(queries: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.cat([queries, extra], 0), torch.cat([positions, torch.zeros_like(extra)], 0)
@@ -376,20 +241,31 @@ class TeSO(nn.Module):
         infonce: torch.Tensor,
         b: int,
         t: int,
+        decoded: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The loss over the annotated frames. ``class_logits`` / ``mask_logits`` cover the B·T
+        frames, or the ``decoded`` ones only (then every decoded frame is annotated)."""
         masks = targets.masks
         if masks.dim() != 4 or tuple(masks.shape[:2]) != (b, t):
             raise TesoError(f"targets.masks: expected [B={b}, T={t}, H, W], got {tuple(masks.shape)}")
+        annotated = self._annotated(targets, b, t)
+        device = mask_logits[-1].device
+        flat_masks = masks.reshape(b * t, *masks.shape[2:]).to(device)
+        idx = annotated.reshape(-1).nonzero().squeeze(1).to(device)
+        if decoded is not None:
+            return self.criterion(class_logits, mask_logits, flat_masks[idx], infonce)
+        return self.criterion(
+            [c[idx] for c in class_logits], [m[idx] for m in mask_logits], flat_masks[idx], infonce
+        )
+
+    @staticmethod
+    def _annotated(targets: TeSOTargets, b: int, t: int) -> torch.Tensor:
         annotated = targets.annotated
         if annotated is None:
-            annotated = torch.ones(b, t, dtype=torch.bool)
+            return torch.ones(b, t, dtype=torch.bool)
         if tuple(annotated.shape) != (b, t):
             raise TesoError(f"targets.annotated: expected [B={b}, T={t}] bool, got {tuple(annotated.shape)}")
-        idx = annotated.reshape(-1).nonzero().squeeze(1).to(mask_logits[-1].device)
-        flat_masks = masks.reshape(b * t, *masks.shape[2:]).to(mask_logits[-1].device)[idx]
-        return self.criterion(
-            [c[idx] for c in class_logits], [m[idx] for m in mask_logits], flat_masks, infonce
-        )
+        return annotated.bool()
 
     def forward(
         self,
@@ -398,7 +274,31 @@ class TeSO(nn.Module):
         text: torch.Tensor | None,
         text_count: torch.Tensor | None,
         targets: TeSOTargets | None = None,
+        *,
+        annotated_only: bool = False,
     ) -> TeSOOutput:
         """``encode_visual`` + ``decode``. Frames [B, T, 3, S, S]; audio [B, T, 1, 96, 64] log-mel
-        (second t with frame t); text [B, T, M, d_T] with text_count [B, T]."""
-        return self.decode(self.encode_visual(frames), audio, text, text_count, targets)
+        (second t with frame t); text [B, T, M, d_T] with text_count [B, T].
+
+        ``annotated_only`` (training; needs ``targets``): run the visual network and the decoder on
+        the frames ``targets.annotated`` marks only — the others add nothing to the loss (S4 train
+        annotates frame 0 of 5). Audio, SeDAM and infoNCE still see every second. The output's
+        per-frame fields then cover the annotated frames only (``TeSOOutput.decoded``).
+        """
+        if not annotated_only or targets is None or targets.annotated is None:
+            if annotated_only and targets is None:
+                raise TesoError("annotated_only: needs targets (it decodes the annotated frames only)")
+            return self.decode(self.encode_visual(frames), audio, text, text_count, targets)
+        self._check_frames(frames)
+        b, t = frames.shape[:2]
+        annotated = self._annotated(targets, b, t).to(frames.device)
+        if not annotated.any():
+            raise TesoError(
+                "targets.annotated: no frame of the batch is annotated; annotated_only needs at least one "
+                "(every AVSBench clip annotates its first frame)"
+            )
+        if annotated.all():
+            return self.decode(self.encode_visual(frames), audio, text, text_count, targets)
+        chosen = frames.reshape(b * t, *frames.shape[2:])[annotated.reshape(-1)]
+        visual = self.foundation.encode(chosen, (1, chosen.shape[0]))
+        return self._decode(visual, audio, text, text_count, targets, (b, t), annotated)
