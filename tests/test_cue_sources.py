@@ -278,7 +278,7 @@ def test_silent_object_cue_rate_on_a_hand_made_example(tmp_path, capsys):
 
 def test_seen_cues_is_the_models_truncation():
     from teso.cues.features import build_clip_tensor
-    from teso.model.teso import prepare_text
+    from teso.model.preprocess import prepare_text
 
     class IndexEncoder:  # each cue's number as its feature, to see which ones survive
         name, model, dim = "index", "index", 1
@@ -425,6 +425,15 @@ def test_generation_stops_at_the_answer_line(tiny_gguf):
         and 'Answer: ["dog"]' in tok.decode(ids[0, : first + 1])
     )
     assert not any(done[:first])
+    # A re-generated demonstration before the answer does not stop the row; the row's own answer does.
+    query = "a man plays a guitar"
+    echo = 'Description: a dog barks in a park\nAnswer: ["dog"]\nAnswer: ["man", "guitar"]\nmore'
+    ids = tok(echo, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    stop = _AnswerLineStop(tok, prompt_len=0, queries=[query])
+    done = [bool(stop(ids[:, :n], None)[0]) for n in range(1, ids.shape[1] + 1)]
+    first = done.index(True)
+    assert tok.decode(ids[0, : first + 1]).rstrip().endswith('Answer: ["man", "guitar"]')
+    assert cut_at_answer(echo, query) == echo[: echo.index("\nmore")]
 
 
 def test_llm_model_argument_errors(tmp_path, monkeypatch):

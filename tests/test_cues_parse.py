@@ -88,6 +88,8 @@ def test_every_variant_answer_shape_parses_strictly(prompt, raw, cues):
         ("Reasoning...\nanswer: None.", []),
         ('Answer: ["man", "guitar"', ["man", "guitar"]),
         ("Answer: man, dog; and cat", ["man", "dog", "cat"]),
+        ("Answer: [dog, guitar]", ["dog", "guitar"]),  # a list without quotes
+        ("[man, emergency-car]", ["man", "emergency-car"]),
     ],
 )
 def test_tolerant_extraction(raw, cues):
@@ -102,6 +104,7 @@ def test_tolerant_extraction(raw, cues):
         "Objects: man, guitar.\nCategories: people.",  # step 1 of the CoT is not an answer
         "Answer: a man who is singing loudly on the stage",  # a sentence, not an object name
         "Answer:",
+        "Answer: [dog; os.system(1)]",  # brackets around something that is not a list of names
         "",
     ],
 )
@@ -243,3 +246,131 @@ def test_features_are_padded_truncated_and_missing_uids_are_an_error(tmp_path):
         TextFeatures.open(tmp_path, encoder="minilm")
     with pytest.raises(TesoError, match="built differently"):
         write_index(fdir, enc, 8)
+
+
+# --- answers as real chat models write them ------------------------------------------------------
+# Written by hand in the styles of instruction-tuned chat models (markdown, courtesy openings,
+# numbered lists, explanations after the names); the query is the frame's own description.
+QUERY = "A man sings into a microphone while strumming a guitar; a dog sleeps by the door."
+
+CHAT_STYLES = [
+    (
+        "Sure! The objects making sound are:\n\n1. **The man** - he is singing into the microphone\n"
+        "2. **The guitar** - it is being strummed\n\nThe dog is asleep, so it is silent.",
+        ["man", "guitar"],
+    ),
+    ("Here are the sounding objects:\n- Man (singing)\n- Guitar (strummed)\n", ["man", "guitar"]),
+    ("**Sounding objects:**\n* man\n* acoustic guitar\n", ["man", "acoustic guitar"]),
+    ('Answer: ["man", "guitar"] (the man sings while he strums; the dog sleeps)', ["man", "guitar"]),
+    ("Answer: man, guitar. The dog is sleeping, so it makes no sound.", ["man", "guitar"]),
+    ('Answer: "man" and "guitar"', ["man", "guitar"]),
+    ("The sounding objects are the man and the guitar.", ["man", "guitar"]),
+    ("The answer is: man, guitar", ["man", "guitar"]),
+    ("Final Answer: The man and the guitar, because he is singing and strumming.", ["man", "guitar"]),
+    ("- man\n- guitar", ["man", "guitar"]),  # only a list of names: not prose
+    ('["man", "guitar"]', ["man", "guitar"]),
+    ("The answer is: none", []),
+    ("None.", []),
+    ("Nothing is making sound.", []),
+    ("There are no sounding objects in this description.", []),
+    ("Answer: none of the objects", []),
+    ("Answer: No object is producing sound.", []),
+    ('Answer: ["none"]', []),
+    ("**Answer:** Nothing is making a sound here.", []),
+]
+
+
+@pytest.mark.parametrize("raw, cues", CHAT_STYLES)
+def test_chat_model_output_styles(raw, cues):
+    res = parse_answer(raw, QUERY)
+    assert (res.cues, res.malformed) == (cues, False), res
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Nothing in the description suggests the dog is awake, so the man and the guitar sound.",
+        "No. The man is singing.",  # "No" answers a yes/no question it was not asked
+        "The answer isn't clear from the description.",
+        "1. Objects: man, microphone, guitar, dog\n2. Categories: person, instrument, animal",
+    ],
+)
+def test_prose_and_reasoning_steps_are_never_read_as_cues(raw):
+    res = parse_answer(raw, QUERY)
+    assert res.malformed and res.cues == []
+
+
+def test_an_echoed_demonstration_does_not_count():
+    from teso.cues.parse import answer_end
+    from teso.cues.prompts import DEMOS
+
+    demo = DEMOS["one"].description
+    # The model re-generates a few-shot example before its own answer, inline or on its own lines.
+    echoed = [
+        f'Caption: {demo} Answer: ["dog"]\nAnswer: ["man", "guitar"]',
+        f'Description: {demo}\nAnswer: ["dog"]\n\nDescription: {QUERY}\nAnswer: ["man", "guitar"]',
+        f"Description: {demo}\nAnswer:\n- dog\n\nAnswer: man, guitar",
+    ]
+    for raw in echoed:
+        assert parse_answer(raw, QUERY).cues == ["man", "guitar"], raw
+        # Generation that stops at the reply's answer line does not stop at the echoed one.
+        end = answer_end(raw + "\n", QUERY)
+        assert end is not None and raw[:end].rstrip().endswith(('guitar"]', "guitar"))
+    # After its answer the model invents another turn: its own (first) answer counts.
+    invented = 'Answer: ["man", "guitar"]\nDescription: A cat on a sofa.\nAnswer: ["cat"]'
+    assert parse_answer(invented, QUERY).cues == ["man", "guitar"]
+    assert answer_end(invented, QUERY) == invented.index("\nDescription") + 1
+    # Only an echoed demonstration: no answer of its own.
+    res = parse_answer(f'Description: {demo}\nAnswer: ["dog"]', QUERY)
+    assert res.malformed and res.cues == []
+
+
+def test_free_text_phrases_map_onto_the_vocabulary_or_are_rejected():
+    v = Vocabulary.avss()
+    assert v.map("man playing guitar") == ["man"]  # the head of the phrase, not its last word
+    assert v.map("sound of a dog barking") == ["dog"]
+    assert v.map("dog on the grass") == ["dog"] and v.map("guitar being strummed") == ["guitar"]
+    assert v.map("police car") == ["emergency-car"] and v.map("acoustic guitar") == ["guitar"]
+    assert v.map("wind in the trees") == [] and v.map("stage lights") == []  # rejected
+    assert v.map_all(["man singing", "lights on stage"]) == (["man"], ["lights on stage"])
+
+
+def test_the_llm_reasoner_gives_the_parser_the_frames_own_description(tmp_path):
+    from teso.cues.captioners import FrameItem
+    from teso.cues.prompts import DEMOS
+    from teso.cues.reasoners import LLMReasoner
+
+    demo = DEMOS["several"].description
+
+    class EchoingModel:  # echoes a demonstration, restates its frame, answers, invents a turn
+        backend, model, batch_size, concurrency = "fake", "fake", 2, 1
+
+        def generate(self, requests):
+            return [
+                f'Description: {demo}\nAnswer: ["man", "guitar"]\n'
+                f'Description: {r.messages[-1]["content"][len("Description: ") :]}\nAnswer: ["dog"]\n'
+                'Description: A cat sleeps on a sofa.\nAnswer: ["cat"]'
+                for r in requests
+            ]
+
+    items = [FrameItem("u", t, tmp_path / "f.jpg", tmp_path, f"A dog barks, frame {t}.") for t in range(2)]
+    out = LLMReasoner(EchoingModel(), get_prompt("fewshot-direct")).process(items)
+    assert [o["cues"] for o in out] == [["dog"], ["dog"]] and not any(o["malformed"] for o in out)
+
+
+def test_the_vlm_reasoner_parses_with_the_query_the_answer_line_stop_uses(tmp_path):
+    """A VLM that restates its own turn ("Description: see the attached image.") then answers: the
+    stop criterion treats that turn as the model's own, so the parser must too (it used to get the
+    item's caption, None for a vlm, and dropped the answer as an echoed demonstration's)."""
+    from teso.cues.captioners import FrameItem
+    from teso.cues.reasoners import VLMReasoner
+
+    class RestatingVLM:
+        backend, model, batch_size, concurrency = "fake", "fake", 1, 1
+
+        def generate(self, requests):
+            return [f'{r.messages[-1]["content"]}\nAnswer: ["dog"]' for r in requests]
+
+    items = [FrameItem("u", 0, tmp_path / "f.jpg", tmp_path)]
+    out = VLMReasoner(RestatingVLM(), get_prompt("fewshot-direct")).process(items)
+    assert out[0]["cues"] == ["dog"] and not out[0]["malformed"], out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from teso.cues.http import OpenAIClient, image_data_url
+from teso.cues.parse import answer_end
 from teso.errors import TesoError
 
 
@@ -69,6 +70,40 @@ class OpenAIChat:
         return out
 
 
+def request_query(request: ChatRequest) -> str | None:
+    """The frame's own description in a reasoner request (its last user turn, without the
+    ``Description:`` prefix): what tells the model's own answer from an echoed demonstration."""
+    for msg in reversed(request.messages):
+        if msg["role"] == "user":
+            text = msg["content"]
+            return text.split(":", 1)[1].strip() if text.lower().startswith("description:") else text
+    return None
+
+
+def cut_at_answer(text: str, query: str | None = None) -> str:
+    """``text`` up to and including the reply's first answer line (whole when there is none)."""
+    end = answer_end(text if text.endswith("\n") else text + "\n", query)
+    return (text[:end] if end is not None else text).strip()
+
+
+class _AnswerLineStop:
+    """A transformers stopping criterion: a row is done once its new text holds a complete answer line
+    of its own reply (an echoed demonstration's answer does not stop it; ``queries`` per row)."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, queries: list[str | None] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.queries = queries
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        queries = self.queries or [None] * len(texts)
+        done = [answer_end(t, q) is not None for t, q in zip(texts, queries)]
+        return torch.tensor(done, device=input_ids.device)
+
+
 def _torch_dtype(dtype: str | None, device: str) -> Any:
     import torch
 
@@ -85,7 +120,8 @@ class TransformersChatLM:
 
     ``model`` is a local directory or a hub id. Prompts are left-padded so that every row of a batch
     continues right after its own prompt; greedy decoding makes a batch give the same text as one
-    request at a time.
+    request at a time. Each row stops at the first answer line of its own reply
+    (:func:`answer_line_generate`; ``stop_at_answer=False`` keeps the whole generation).
     """
 
     backend = "transformers"
@@ -98,6 +134,7 @@ class TransformersChatLM:
         dtype: str | None = None,
         batch_size: int = 8,
         max_new_tokens: int = 512,
+        stop_at_answer: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,6 +142,7 @@ class TransformersChatLM:
         self.device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.stop_at_answer = stop_at_answer
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model)
             self.lm = AutoModelForCausalLM.from_pretrained(self.model, dtype=_torch_dtype(dtype, device))
@@ -120,8 +158,18 @@ class TransformersChatLM:
             raise TesoError(
                 f"--model {self.model}: a text-only model cannot read images (use llava or openai)"
             )
-        decoded = greedy_chat(self.tokenizer, self.lm, self.device, requests, self.max_new_tokens)
-        return [t.strip() for t in decoded]
+        return answer_line_generate(self, requests)
+
+
+def answer_line_generate(gen: Any, requests: list[ChatRequest]) -> list[str]:
+    """Greedy chat decoding by ``gen`` (``tokenizer``, ``lm``, ``device``, ``max_new_tokens``,
+    ``stop_at_answer``) that stops each row at the first answer line of its own reply and cuts the
+    text there, so a row gives the same text in a batch as alone."""
+    queries = [request_query(r) for r in requests]
+    stop = (lambda n: [_AnswerLineStop(gen.tokenizer, n, queries)]) if gen.stop_at_answer else None
+    decoded = greedy_chat(gen.tokenizer, gen.lm, gen.device, requests, gen.max_new_tokens, stop)
+    # The token that completed the answer line may carry the start of the next one: cut it.
+    return [cut_at_answer(t, q) if gen.stop_at_answer else t.strip() for t, q in zip(decoded, queries)]
 
 
 def prepare_chat_tokenizer(tokenizer: Any, model: str) -> None:

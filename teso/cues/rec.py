@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from teso.cues.slots import seen_cues  # the one slot rule (also imported from here)
 from teso.errors import TesoError
 
 
@@ -197,16 +198,6 @@ def synth_truth(clip_dir: Path, num_frames: int) -> list[set[str]]:
     return synth_frames(clip_dir, num_frames)[0]
 
 
-def seen_cues(cues: Sequence, n_t: int | None) -> list:
-    """The cues of one frame as the model sees them: the first ``n_t`` (all when ``None``).
-
-    The same rule as :func:`teso.model.teso.prepare_text` (the model's one truncation helper, which
-    keeps the first N_T rows) and :func:`teso.cues.features.build_clip_tensor`; a test checks the
-    three agree.
-    """
-    return list(cues) if n_t is None else list(cues)[:n_t]
-
-
 @dataclass
 class SlotCounts:
     """What the cue slots the model sees name, where the truth is known (SynthAVS).
@@ -251,29 +242,41 @@ def rec2(
     truth: dict[str, list[set[str]]],
     vocab,
     categories: Sequence[str],
+    visible: dict[str, list[set[str]]] | None = None,
+    map_first: bool = False,
 ) -> RecResult:
     """REC#2 (paper Table 3): REC#1 of the cues that survived the dynamic mask.
 
     ``cues`` (uid, t) -> the frame's cue words (the store's, in order); ``kept`` uid -> per frame one
     bool per real cue slot the model saw (``evaluate``'s ``kept_by_frame``: slot i is the i-th of the
-    first N_T cues); ``truth`` uid -> per frame the sounding categories; ``vocab`` maps a cue onto
-    categories (:class:`teso.cues.parse.Vocabulary`). A kept list longer than the frame's cues means
-    the features were not built from these cues: an error, not a guess.
+    first N_T cues, :func:`teso.cues.slots.seen_cues`); ``truth`` uid -> per frame the sounding
+    categories; ``vocab`` maps a cue onto categories (:class:`teso.cues.parse.Vocabulary`).
+    ``map_first``: the features were built with ``encode --map-vocab`` (slots hold the mapped
+    categories). With ``visible`` (uid -> per frame the visible categories, SynthAVS) the kept slots
+    are also sorted by what they name: ``extra["slots"]`` and ``extra["silent_cue_rate"]`` of the
+    kept cues. A kept list longer than the frame's cues means the features were not built from
+    these cues: an error, not a guess.
     """
     frames = []
+    slots = SlotCounts()
     for uid, per_frame in kept.items():
         if uid not in truth:
             raise TesoError(f"REC#2: no ground truth for clip {uid}")
         for t, keep in enumerate(per_frame):
-            words = seen_cues(cues.get((uid, t), []), len(keep))
+            words = list(cues.get((uid, t), []))
+            if map_first:
+                words = vocab.map_all(words)[0]
+            words = seen_cues(words, len(keep))
             if len(words) != len(keep):
                 raise TesoError(
                     f"REC#2: clip {uid} frame {t} has {len(words)} cue(s) in the store but the model saw "
                     f"{len(keep)}: the text features were built from another cue store"
                 )
-            cued: set[str] = set()
-            for word, k in zip(words, keep):
-                if k:
-                    cued.update(vocab.map(word))
-            frames.append((cued, truth[uid][t]))
-    return rec1(frames, categories)
+            kept_cats = [vocab.map(word) for word, k in zip(words, keep) if k]
+            frames.append(({c for cats in kept_cats for c in cats}, truth[uid][t]))
+            if visible is not None:
+                slots.add(kept_cats, truth[uid][t], visible[uid][t])
+    result = rec1(frames, categories)
+    if visible is not None:
+        result.extra = {"slots": slots.to_dict(), "silent_cue_rate": slots.silent_rate}
+    return result

@@ -282,7 +282,7 @@ def run_encode(
         raise TesoError(f"--n-t {n_t}: expected at least one cue slot")
     summary = Summary("encode")
     fdir = store.features_dir(encoder.name)
-    write_index(fdir, encoder, n_t, force=force)
+    write_index(fdir, encoder, n_t, force=force, vocab=vocab)
     reasoning = store.reasoning()
     cache: dict = {}
     unmapped = total_cues = malformed = 0
