@@ -477,3 +477,86 @@ def test_closed_form_threshold_index_equals_bucketize_including_exact_ties():
         exact_pos = torch.stack([(prob >= th).sum() for th in t.to(prob.dtype)])
         exact_tp = torch.stack([((prob >= th) & gt).sum() for th in t.to(prob.dtype)])
         assert torch.equal(fast[0][0], exact_pos) and torch.equal(fast[1][0], exact_tp)
+
+
+def mixed_size_clips(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Six clips of 5 frames, each at its own size (as AVSS clips are), one frame empty in two of them."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i, (h, w) in enumerate([(12, 16), (9, 14), (16, 12), (11, 11), (7, 20), (13, 10)]):
+        gt = (torch.rand(5, h, w, generator=gen) > 0.6).float()
+        if i in (1, 4):
+            gt[2] = 0
+        quality = 0.3 + 0.5 * i
+        pred = torch.randn(5, h, w, generator=gen) + gt * quality * 2 - quality
+        out.append((pred, gt))
+    return out
+
+
+def test_clips_of_different_sizes_aggregate_like_the_reference_and_score_alone():
+    data = mixed_size_clips(seed=11)
+    meter = AVSBenchMeter(per_clip=True)
+    for i, (pred, gt) in enumerate(data):
+        meter.update(pred, gt, clip_ids=[f"c{i}"] * 5)
+    r = meter.compute()
+    # the reference loop over batches of 4 clips, frame by frame (frames of a batch differ in size)
+    mious, fs = [], []
+    for s in range(0, len(data), 4):
+        frames = [(p[t], g[t]) for p, g in data[s : s + 4] for t in range(5)]
+        mious.append(sum(loop_miou(p[None], g[None]) for p, g in frames) / len(frames))
+        curves = [loop_f_curve(torch.sigmoid(p), g) for p, g in frames if g.sum() > 0]
+        fs.append(float(torch.stack(curves).mean(0).max()))
+    # 1e-6: the loop works in float32, the meter's F curves in float64 (the tolerance of the tests above)
+    assert r["num_batches"] == 2
+    assert r["miou"] == pytest.approx(sum(mious) / 2, abs=1e-6)
+    assert r["fscore"] == pytest.approx(sum(fs) / 2, abs=1e-6)
+
+    per_clip = meter.per_clip()
+    assert list(per_clip) == [f"c{i}" for i in range(6)]
+    for i, (pred, gt) in enumerate(data):
+        alone = AVSBenchMeter()
+        alone.update(pred[None], gt[None])
+        a = alone.compute()
+        # exact: the clip's frames go through the same arithmetic as a reference batch of one clip
+        assert per_clip[f"c{i}"]["miou"] == a["miou"] and per_clip[f"c{i}"]["fscore"] == a["fscore"]
+        assert per_clip[f"c{i}"]["num_frames"] == 5
+        assert per_clip[f"c{i}"]["num_nonempty_frames"] == (4 if i in (1, 4) else 5)
+        assert a["miou"] == pytest.approx(loop_miou(pred, gt), abs=1e-6)
+        assert a["fscore"] == pytest.approx(loop_fscore(pred, gt), abs=1e-6)
+
+
+def test_per_clip_records_survive_chunking_and_merging_and_refuse_ambiguity():
+    data = mixed_size_clips(seed=12)
+    whole = AVSBenchMeter(per_clip=True)
+    for i, (pred, gt) in enumerate(data):
+        whole.update(pred, gt, clip_ids=[i] * 5)
+    # clip 2 split over two updates; clips 0-3 in one meter and 4-5 in another, merged
+    a, b = AVSBenchMeter(per_clip=True), AVSBenchMeter(per_clip=True)
+    for i, (pred, gt) in enumerate(data):
+        target = a if i < 4 else b
+        if i == 2:
+            target.update(pred[:2], gt[:2], clip_ids=[i] * 2)
+            target.update(pred[2:], gt[2:], clip_ids=[i] * 3)
+        else:
+            target.update(pred, gt, clip_ids=[i] * 5)
+    a.merge(b)
+    assert a.per_clip() == whole.per_clip()
+    assert a.compute()["miou"] == whole.compute()["miou"]  # whole batches on each side: exact
+
+    pred, gt = data[0]
+    with pytest.raises(TesoError, match="per_clip=True"):
+        AVSBenchMeter(per_clip=True).update(pred, gt)
+    with pytest.raises(TesoError, match="build the meter with per_clip=True"):
+        AVSBenchMeter().per_clip()
+    again = AVSBenchMeter(per_clip=True)
+    again.update(pred, gt, clip_ids=["x"] * 5)
+    again.update(pred, gt, clip_ids=["y"] * 5)
+    with pytest.raises(TesoError, match="'x' appears again"):
+        again.update(pred, gt, clip_ids=["x"] * 5)
+    left, right = AVSBenchMeter(per_clip=True), AVSBenchMeter(per_clip=True)
+    left.update(pred, gt, clip_ids=["x"] * 5)
+    right.update(pred, gt, clip_ids=["x"] * 5)
+    with pytest.raises(TesoError, match="both meters hold clip"):
+        left.merge(right)
+    with pytest.raises(TesoError, match="per_clip"):
+        left.merge(AVSBenchMeter())

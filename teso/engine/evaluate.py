@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from teso.audio import mute, per_second_examples, white_noise
+from teso.cues.slots import slot_count
 from teso.data.avsbench import SAMPLE_RATE, collate, detect_layout
 from teso.engine.data import ClipDataset
 from teso.engine.distributed import DistInfo, all_gather_objects
@@ -29,7 +30,8 @@ from teso.metrics import (
     relative_drop,
 )
 from teso.model import TeSO
-from teso.model.teso import preprocess_frames, sounding_maps
+from teso.model.postprocess import sounding_maps
+from teso.model.preprocess import preprocess_frames
 
 _NOISE = re.compile(r"^(wgn|snr)(-?\d+(?:\.\d+)?)$")
 
@@ -117,21 +119,43 @@ class ConditionMeters:
         self.kept.update(other.kept)
 
 
-def _new_meters(
-    num_classes: int, frames_per_clip: int, batch_clips: int, threshold: float
-) -> ConditionMeters:
+def _new_meters(num_classes: int, batch_clips: int, threshold: float) -> ConditionMeters:
     return ConditionMeters(
         binary=AVSBenchMeter(
             "reference",
             clips_per_batch=batch_clips,
-            frames_per_clip=frames_per_clip,
             threshold=threshold,
             from_logits=False,
+            per_clip=True,  # fed one clip at a time with its uid as clip id
         ),
         foreground=ForegroundRateMeter(threshold=threshold, from_logits=False),
         preference=PreferenceRateMeter(threshold=threshold, from_logits=False),
         semantic=SemanticMeter(num_classes=num_classes) if num_classes > 1 else None,
     )
+
+
+# What the model takes from a clip: stacked over the clips of a batch (frames come resized to the
+# model's input size). Masks stay per clip, at each clip's own resolution.
+_MODEL_KEYS = ("uid", "frames", "audio", "text", "text_count")
+
+
+def clip_sounding_maps(
+    out: Any, clip: int, frames: int, size: tuple[int, int], num_classes: int, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sounding probability ``[T, H, W]`` float32 (CPU) and, for semantic models, class ids ``[T, H, W]``
+    (else None) of clip ``clip`` of a decoded batch ``out`` (``TeSOOutput``), its ``frames`` = T
+    frames at ``size`` = (H, W).
+
+    Upsampled frame by frame (``frame_probs_at``): at ground-truth size only one frame's N_Q mask
+    logits and N_C maps exist at a time, never a batch's ``[B, T, N_Q, H, W]``.
+    """
+    fgs, classes = [], []
+    for f in range(frames):
+        fg, cls = sounding_maps(out.frame_probs_at(clip, f, size).float(), num_classes, threshold)
+        fgs.append(fg.cpu())
+        if cls is not None:
+            classes.append(cls.cpu())
+    return torch.stack(fgs), (torch.stack(classes) if classes else None)
 
 
 def _shard(n: int, batch_clips: int, info: DistInfo) -> list[list[int]]:
@@ -157,13 +181,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``dataset`` (audio="waveform", masks at ground-truth resolution).
 
+    The model runs on batches of ``batch_clips`` clips at its input size; each clip is then scored at
+    its own ground-truth resolution (AVSS clips differ in size), frame by frame, and the split-level
+    numbers are aggregated from those per-frame statistics exactly as AVSBench does.
+
     Returns ``{"conditions": {name: {...}}, "frames": n, "seconds": wall time}`` where each condition
     has miou, fscore (AVSBench reference, batches of ``batch_clips`` clips), miou_nonempty, fg_rate
     (share of pixels predicted sounding), pref_rate (share of visible-but-silent audible pixels
     predicted sounding; None without SynthAVS truth), delta_m / delta_f (relative drops against
     normal), by_mode (batch-independent variants), cues_kept (share of real cues the dynamic mask
     kept), all_cues_masked (share of frames with cues whose cues it dropped all), kept_by_frame
-    ({uid: per frame one bool per real cue}, for REC#2) and, for semantic models, semantic_miou /
+    ({uid: per frame one bool per real cue}, for REC#2), per_clip ({uid: {miou, fscore, num_frames,
+    num_nonempty_frames}}: each clip scored alone) and, for semantic models, semantic_miou /
     semantic_fscore.
     """
     info = info or DistInfo()
@@ -180,19 +209,28 @@ def evaluate(
             f"{dataset.base.split} have frames without ground truth (e.g. {unannotated[0]}; AVSBench "
             "S4 train annotates frame 0 only): evaluate on val or test"
         )
-    frames_per_clip = dataset.records[0].num_frames
-    meters = {c: _new_meters(cfg.num_classes, frames_per_clip, batch_clips, threshold) for c in conditions}
+    meters = {c: _new_meters(cfg.num_classes, batch_clips, threshold) for c in conditions}
     blocks = _shard(n, batch_clips, info)
     start = time.perf_counter()
     have_truth = bool(blocks)  # a rank without clips has no say in whether truth exists
     done = 0
     for block in blocks:
-        batch = collate([dataset[i] for i in block])
+        items = [dataset[i] for i in block]
+        batch = collate([{k: item[k] for k in _MODEL_KEYS if k in item} for item in items])
         b, t = batch["frames"].shape[:2]
         frames = preprocess_frames(batch["frames"], cfg.visual.image_size).to(device)
-        gt = batch["masks"]
-        size = tuple(gt.shape[-2:])
-        silent = [silent_audible_masks(dataset.records[i].clip_dir, t, size) for i in block]
+        gts = [item["masks"] for item in items]  # [T, H_i, W_i]: each clip at its own resolution
+        if cfg.num_classes > 1:
+            missing = [item["uid"] for item in items if "semantic" not in item]
+            if missing:
+                raise TesoError(
+                    f"{dataset.base.root}: the model has {cfg.num_classes} classes but clip(s) {missing} "
+                    f"of {dataset.base.subset}/{dataset.base.split} have no semantic masks"
+                )
+        silent = [
+            silent_audible_masks(dataset.records[i].clip_dir, t, tuple(gt.shape[-2:]))
+            for i, gt in zip(block, gts)
+        ]
         have_truth = have_truth and all(s is not None for s in silent)
         text = batch.get("text")
         count = batch.get("text_count")
@@ -209,25 +247,20 @@ def evaluate(
             ).to(device)
             vis = visual if reuse_visual else model.encode_visual(frames)
             out = model.decode(vis, logmel, text, count)
-            probs = out.probs_at(size).float().cpu()  # [B, T, N_C, H, W]
             m = meters[cond]
-            fg, classes = sounding_maps(probs, cfg.num_classes, threshold)
-            if classes is not None:
-                if "semantic" not in batch:
-                    raise TesoError(
-                        f"{dataset.base.root}: the model has {cfg.num_classes} classes but "
-                        f"{dataset.base.subset}/{dataset.base.split} has no semantic masks"
-                    )
-                m.semantic.update(classes.flatten(0, 1), batch["semantic"].flatten(0, 1))
-            m.binary.update(fg, gt.float())
-            m.foreground.update(fg)
-            if have_truth:
-                m.preference.update(fg, torch.stack(silent))
+            for j, (item, gt) in enumerate(zip(items, gts)):
+                fg, classes = clip_sounding_maps(out, j, t, tuple(gt.shape[-2:]), cfg.num_classes, threshold)
+                if classes is not None:
+                    m.semantic.update(classes, item["semantic"])
+                m.binary.update(fg, gt.float(), clip_ids=[item["uid"]] * fg.shape[0])
+                m.foreground.update(fg)
+                if have_truth:
+                    m.preference.update(fg, silent[j])
             if text is not None and count is not None:
-                valid = count.clamp(max=cfg.text.num_cues).sum().item()
+                valid = slot_count(count, cfg.text.num_cues).sum().item()
                 if valid:
                     m.cues_kept.append(out.cue_keep.sum().item() / valid)
-                real = count.clamp(max=cfg.text.num_cues).cpu()
+                real = slot_count(count, cfg.text.num_cues).cpu()
                 keep = out.cue_keep.cpu()
                 for j, i in enumerate(block):
                     m.kept[dataset.records[i].uid] = [
@@ -268,6 +301,7 @@ def _summarise(
             "cues_kept": (sum(m.cues_kept) / len(m.cues_kept)) if m.cues_kept else None,
             "all_cues_masked": _all_masked_share(m.kept),
             "kept_by_frame": m.kept or None,
+            "per_clip": m.binary.per_clip(),
             "by_mode": b["by_mode"],
             "num_frames": b["num_frames"],
         }
@@ -314,6 +348,7 @@ def evaluate_checkpoint(
     device: str = "auto",
     progress: bool = True,
     max_clips: int | None = None,
+    allow_cue_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Load a checkpoint (its config rebuilds the model), evaluate it, write the results as JSON.
 
@@ -342,6 +377,15 @@ def evaluate_checkpoint(
     cfg = model.config
     detect_layout(data)  # a wrong DATA is named as such, before any feature file is looked for
     text = open_text_features(str(data), cues, text_encoder, cfg.text.dim) if cfg.ablation.text else None
+    cue_swap = None
+    if text is not None:
+        from teso.cues.provenance import check_cue_provenance
+
+        text.check_slots(cfg.text.num_cues)
+        # Other cues than the training run's only on purpose (`allow_cue_mismatch`: a cue swap).
+        cue_swap = check_cue_provenance(
+            checkpoint, extra, text.provenance(), allow=allow_cue_mismatch, where=f"cue store {cues!r}"
+        )
     ds = ClipDataset(str(data), subset, split, image_size=cfg.visual.image_size, text=text, audio="waveform")
     bar = tqdm(
         total=len(ds) if max_clips is None else min(max_clips, len(ds)),
@@ -374,10 +418,11 @@ def evaluate_checkpoint(
         text_encoder=text_encoder if text else None,
         threshold=threshold,
         batch_clips=batch_clips,
-        resolution="ground truth (the dataset's own)",
+        resolution="each clip's own ground-truth size",
         reuse_visual=reuse_visual,
         noise=condition_help(),
         foundations=extra.get("foundations"),  # `teso pretrain` records: scores, steps, dataset hash
+        cue_swap=cue_swap or None,  # what differs from the training cues, when allowed
     )
     path = Path(out) if out else Path(checkpoint).with_suffix(f".eval-{subset}-{split}.json")
     atomic_write_json(path, results)

@@ -18,6 +18,11 @@
 empty-frame rule scores a frame by the share of pixels predicted background, which flatters a model that
 segments everything less than it should.
 
+Every statistic is per frame, so the frames of one split may have different sizes (AVSS clips do): feed
+each clip at its own resolution. With ``per_clip=True`` the meter also keeps each clip's own numbers
+(``per_clip()``): the reference mIoU / F of the clip as a batch of one, the same arithmetic as evaluating
+that clip alone.
+
 ``SemanticMeter`` accumulates the AVSS per-class histograms (see ``teso.metrics.semantic``).
 """
 
@@ -65,6 +70,8 @@ class AVSBenchMeter:
         threshold: binarisation threshold of the mIoU (AVSBench 0.5; official TeSO code 0.4).
         from_logits: ``pred`` holds logits (``sigmoid`` is applied) rather than probabilities.
         beta2, num_thresholds: the F-score's β² and number of thresholds (0.3 and 255 in AVSBench).
+        per_clip: also keep every clip's own mIoU and F (``per_clip()``); needs ``clip_ids`` in every
+            ``update``, and the ids name the clips there.
 
     The clip structure is needed by the reference mode only; without it (no ``clip_ids``, 3-D input and
     no ``frames_per_clip``) the other modes still work and ``by_mode`` omits ``"reference"``.
@@ -80,6 +87,7 @@ class AVSBenchMeter:
         from_logits: bool = True,
         beta2: float = REFERENCE_BETA2,
         num_thresholds: int = REFERENCE_NUM_THRESHOLDS,
+        per_clip: bool = False,
     ) -> None:
         if mode not in AVSBENCH_MODES:
             raise TesoError(f"mode: expected one of {', '.join(AVSBENCH_MODES)}, got {mode!r}")
@@ -96,6 +104,7 @@ class AVSBenchMeter:
         self.from_logits = from_logits
         self.beta2 = float(beta2)
         self.num_thresholds = num_thresholds
+        self.keep_clips = bool(per_clip)
         self.reset()
 
     def reset(self) -> None:
@@ -118,6 +127,11 @@ class AVSBenchMeter:
         self._open_batch: int | None = None
         self._open_ious: list[Tensor] = []
         self._open_curves: list[Tensor] = []
+        # per-clip state (per_clip=True): finished clips and the one still open
+        self._clips: dict[Hashable, dict[str, float | int]] = {}
+        self._open_clip: Hashable | None = None
+        self._open_clip_ious: list[Tensor] = []
+        self._open_clip_curves: list[Tensor] = []
 
     # ----------------------------------------------------------------------------------------------
     def _global_clip_index(
@@ -175,10 +189,42 @@ class AVSBenchMeter:
         self._open_ious, self._open_curves = [], []
 
     def _open_batch_values(self) -> tuple[float, float]:
-        ious = torch.cat(self._open_ious)
-        curves = torch.cat(self._open_curves)
-        fscore = float(curves.mean(0).max()) if curves.shape[0] else 0.0
-        return float(ious.mean()), fscore
+        return _group_values(self._open_ious, self._open_curves)
+
+    def _open_clip_record(self) -> dict[str, float | int]:
+        miou, fscore = _group_values(self._open_clip_ious, self._open_clip_curves)
+        return {
+            "miou": miou,
+            "fscore": fscore,
+            "num_frames": sum(int(x.shape[0]) for x in self._open_clip_ious),
+            "num_nonempty_frames": sum(int(x.shape[0]) for x in self._open_clip_curves),
+        }
+
+    def _close_open_clip(self) -> None:
+        self._clips[self._open_clip] = self._open_clip_record()
+        self._open_clip, self._open_clip_ious, self._open_clip_curves = None, [], []
+
+    def _add_to_clips(
+        self, keys: list[Hashable], clip_index: Tensor, ious: Tensor, curves: Tensor, nonempty: Tensor
+    ) -> None:
+        """Route the frames of one update to their clips' records (``clip_index`` [n], consecutive runs)."""
+        _, counts = torch.unique_consecutive(clip_index, return_counts=True)
+        start = 0
+        for c in counts.tolist():
+            key = keys[start]
+            if key != self._open_clip or not self._open_clip_ious:
+                if self._open_clip_ious:
+                    self._close_open_clip()
+                if key in self._clips:
+                    raise TesoError(
+                        f"clip_ids: clip {key!r} appears again after other clips; with per_clip=True "
+                        "the frames of a clip must be consecutive and its id unique"
+                    )
+                self._open_clip = key
+            part = slice(start, start + c)
+            self._open_clip_ious.append(ious[part])
+            self._open_clip_curves.append(curves[part][nonempty[part]])
+            start += c
 
     # ----------------------------------------------------------------------------------------------
     def update(self, pred: Tensor, gt: Tensor, clip_ids: Sequence[Hashable] | Tensor | None = None) -> None:
@@ -208,6 +254,11 @@ class AVSBenchMeter:
         target = binary_gt(gt)
         prob = to_probabilities(pred, from_logits=self.from_logits)
         n = prob.shape[0]
+        if self.keep_clips and clip_ids is None:
+            raise TesoError(
+                "clip_ids: AVSBenchMeter(per_clip=True) needs one id per frame in every update "
+                "(they name the clips of per_clip())"
+            )
         clip_index = self._global_clip_index(n, clips_in_input, clip_ids)
         if n == 0:
             return
@@ -230,6 +281,9 @@ class AVSBenchMeter:
 
         if clip_index is None:
             return
+        if self.keep_clips:
+            keys = clip_ids.tolist() if isinstance(clip_ids, Tensor) else list(clip_ids)
+            self._add_to_clips(keys, clip_index, ious, curves, nonempty)
         batch_index = clip_index // self.clips_per_batch
         values, counts = torch.unique_consecutive(batch_index, return_counts=True)
         start = 0
@@ -251,15 +305,28 @@ class AVSBenchMeter:
         interleaves clips does not; report the batch-independent modes for multi-process evaluation.
         Meant for finalising: frames added after a merge start a new evaluation batch.
         """
-        if (other.num_thresholds, other.beta2, other.threshold, other.clips_per_batch) != (
+        if (other.num_thresholds, other.beta2, other.threshold, other.clips_per_batch, other.keep_clips) != (
             self.num_thresholds,
             self.beta2,
             self.threshold,
             self.clips_per_batch,
+            self.keep_clips,
         ):
             raise TesoError(
-                "AVSBenchMeter.merge: the meters differ in threshold, beta2, num_thresholds or batch"
+                "AVSBenchMeter.merge: the meters differ in threshold, beta2, num_thresholds, batch "
+                "or per_clip"
             )
+        if self.keep_clips:
+            mine, theirs = self.per_clip(), other.per_clip()
+            both = sorted(str(k) for k in mine.keys() & theirs.keys())
+            if both:
+                raise TesoError(
+                    f"AVSBenchMeter.merge: both meters hold clip(s) {both[:3]}; shards must hold whole, "
+                    "distinct clips"
+                )
+            if self._open_clip_ious:
+                self._close_open_clip()
+            self._clips.update(theirs)
         schemes = {self._clip_scheme, other._clip_scheme} - {None}
         if "none" in schemes and len(schemes) > 1:
             raise TesoError("AVSBenchMeter.merge: one meter has the clip structure and the other has not")
@@ -282,6 +349,18 @@ class AVSBenchMeter:
             self._batch_fscores.append(fscore)
         if self._clip_scheme is None:
             self._clip_scheme = other._clip_scheme
+
+    def per_clip(self) -> dict[Hashable, dict[str, float | int]]:
+        """Each clip's own numbers, keyed by its id (``per_clip=True``): ``{id: {"miou", "fscore",
+        "num_frames", "num_nonempty_frames"}}``. ``miou`` is the mean IoU of its frames and ``fscore``
+        the reference F of the clip as one evaluation batch (0 without a non-empty frame): exactly the
+        reference-mode result of a meter fed that clip alone."""
+        if not self.keep_clips:
+            raise TesoError("AVSBenchMeter.per_clip: build the meter with per_clip=True")
+        clips = dict(self._clips)
+        if self._open_clip_ious:
+            clips[self._open_clip] = self._open_clip_record()
+        return clips
 
     # ----------------------------------------------------------------------------------------------
     def compute(self) -> dict[str, Any]:
@@ -336,6 +415,15 @@ class AVSBenchMeter:
             "num_batches": num_batches,
             "by_mode": by_mode,
         }
+
+
+def _group_values(ious: list[Tensor], curves: list[Tensor]) -> tuple[float, float]:
+    """Reference mIoU and F of a group of frames (an evaluation batch, or one clip): the mean IoU, and
+    the max over thresholds of the mean F curve of the non-empty frames (0 when there is none)."""
+    iou = torch.cat(ious)
+    curve = torch.cat(curves)
+    fscore = float(curve.mean(0).max()) if curve.shape[0] else 0.0
+    return float(iou.mean()), fscore
 
 
 class SemanticMeter:
