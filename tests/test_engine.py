@@ -295,7 +295,13 @@ class _FixedMaps(torch.nn.Module):
             assert tuple(size) == tuple(self.maps.shape[-2:]) and t == self.maps.shape[0]
             return self.maps[None, :, None].expand(b, -1, -1, -1, -1).clone()
 
-        return SimpleNamespace(probs_at=probs_at, cue_keep=torch.zeros(b, t, 0, dtype=torch.bool))
+        def frame_probs_at(clip, frame, size):
+            assert tuple(size) == tuple(self.maps.shape[-2:]) and 0 <= clip < b
+            return self.maps[frame][None].clone()  # [N_C = 1, H, W]
+
+        return SimpleNamespace(
+            probs_at=probs_at, frame_probs_at=frame_probs_at, cue_keep=torch.zeros(b, t, 0, dtype=torch.bool)
+        )
 
 
 def test_preference_and_foreground_rates_of_known_maps(tree, tmp_path):
@@ -381,3 +387,55 @@ def test_preference_rate_of_a_trained_model_when_every_pixel_is_silent(tree, tra
         )
         for r in res["conditions"].values():
             assert r["pref_rate"] is not None and r["pref_rate"] == r["fg_rate"]
+
+
+def test_a_frozen_foundation_run_saves_small_checkpoints_and_resumes_exactly(tree, tmp_path):
+    """`teso pretrain`-style foundations (a save_pretrained directory + a CNN file), frozen: every
+    checkpoint holds only what trains, resume restores it bit for bit, and a foundation changed
+    under a run is refused instead of resumed on other weights."""
+    import shutil
+
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from teso.engine.trainer import model_config_for
+    from teso.model import load_checkpoint
+    from teso.model.audio_encoder import TinyAudioCNN, save_cnn_weights
+    from teso.model.checkpoint import FoundationMismatchError
+    from teso.model.foundation import mask2former_config
+
+    config = model_config_for(load_experiment("synth", fast_overrides(tree)))
+
+    def foundation(out: Path, seed: int) -> None:
+        torch.manual_seed(seed)
+        Mask2FormerForUniversalSegmentation(mask2former_config(config.visual, 1)).save_pretrained(
+            out / "visual"
+        )
+        save_cnn_weights(
+            TinyAudioCNN(list(config.audio.cnn_channels), config.audio.dim), out / "audio.safetensors"
+        )
+
+    foundation(tmp_path / "f", seed=0)
+    frozen = {
+        "model.freeze_foundation": "true",
+        "model.visual.pretrained": str(tmp_path / "f" / "visual"),
+        "model.audio.weights": str(tmp_path / "f" / "audio.safetensors"),
+    }
+
+    def trainer(run: str, resume: bool = False, **extra: str) -> Trainer:
+        exp = load_experiment("synth", fast_overrides(tree, **frozen, **extra))
+        return Trainer(exp, tmp_path / run, resume=resume, device="cpu", progress=False)
+
+    assert trainer("a").fit().steps == 4
+    assert trainer("b", **{"train.max_steps": "3"}).fit().steps == 3
+    assert trainer("b", resume=True).fit().steps == 4
+    a_path, b_path = (tmp_path / r / "checkpoints" / "last.safetensors" for r in ("a", "b"))
+    a, b = load_file(str(a_path)), load_file(str(b_path))
+    model, _ = load_checkpoint(b_path)
+    fixed = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert fixed and a.keys() == b.keys() == set(model.state_dict()) - fixed
+    # Exact, as in test_resume_gives_the_weights_of_an_uninterrupted_run.
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    shutil.rmtree(tmp_path / "f")
+    foundation(tmp_path / "f", seed=1)  # other weights where the run's foundation was
+    with pytest.raises(FoundationMismatchError, match=r"last\.safetensors: trained on frozen visual weights"):
+        trainer("b", resume=True, **{"train.epochs": "3"}).fit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,12 @@ from teso.engine.config import load_experiment
 from teso.engine.trainer import Trainer
 from teso.video import read_frames
 from teso.video.writer import write_mp4
+from tests import test_cues_local
 from tests.cues_fixtures import FakeOpenAI, refused_port
 from tests.engine_fixtures import fast_overrides, write_tree_with_features
 
 REPO = Path(__file__).resolve().parents[1]
+tiny_models = test_cues_local.tiny_models  # the fixture: directories of a tiny LLaVA, Llama and CLIP
 WORDS = ["man", "dog", "guitar", "piano", "car", "bird"]
 
 
@@ -143,3 +146,136 @@ def test_predict_with_auto_cues_and_no_server_is_a_one_line_error(model_and_vide
     for way in ("OpenAI-compatible server", "--captioner llava --caption-model DIR", "--cues FILE"):
         assert way in err
     assert not (tmp_path / "out" / "frames").exists()  # stopped before any frame was written
+
+
+def _predict_subprocess(argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "teso.cli.main", "predict", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,  # a hang guard only: hub retries would take minutes
+    )
+
+
+def test_predict_with_the_default_local_models_and_no_hub_is_a_one_line_error(model_and_video, tmp_path):
+    """`teso predict VIDEO` with the defaults (LLaVA captioner, Llama reasoner, both hub ids): nothing in
+    the (empty) Hugging Face cache and the hub refuses connections -> exit 1 with one line naming the
+    model and every other way to get cues, before a frame is decoded; transformers' own hub retries
+    (2.5 minutes measured here) never start."""
+    ckpt, video = model_and_video
+    with refused_port() as port:
+        env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf")}
+        env.pop("HF_HUB_OFFLINE", None)
+        env.pop("HF_HUB_CACHE", None)
+        done = _predict_subprocess(
+            [str(video), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")], env
+        )
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("teso predict: error: --caption-model llava-hf/llava-1.5-7b-hf: not a local ")
+    assert f"the hub http://127.0.0.1:{port} is unreachable (cannot connect to 127.0.0.1:{port}" in lines[0]
+    for way in ("OpenAI-compatible server", "Ollama", "--captioner llava --caption-model DIR", "--cues FILE"):
+        assert way in lines[0]
+    assert not (tmp_path / "out" / "frames").exists()
+    # HF_HUB_OFFLINE: no connection is even tried
+    env["HF_HUB_OFFLINE"] = "1"
+    done = _predict_subprocess([str(video), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")], env)
+    assert done.returncode == 1 and "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in done.stderr
+
+
+def test_predict_local_model_paths_that_do_not_exist_fail_at_once(model_and_video, tmp_path):
+    ckpt, video = model_and_video
+    base = ["predict", str(video), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]
+    cases = [
+        (["--caption-model", str(tmp_path / "nollava")], "--caption-model"),
+        (["--caption-model", str(REPO), "--model", str(tmp_path / "x.gguf")], "--model"),
+        (["--reasoner", "vlm", "--model", "./nothere"], "--model ./nothere: no such model directory"),
+        (["--captioner", "openai"], "--captioner openai: needs --base-url"),
+        (["--caption-model", str(REPO), "--backend", "llamacpp"], "the llamacpp backend needs a .gguf file"),
+    ]
+    for extra, message in cases:
+        code, err = _run_main([*base, *extra])
+        assert code == 1 and message in err and "--cues FILE" in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "frames").exists()
+
+
+def _run_main(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main.main(argv)
+    return code, err.getvalue()
+
+
+def test_predict_help_shows_the_real_defaults():
+    """Every option of `teso predict` with a default names that default in --help (and no other):
+    the captioner's shared help said "default dataset" while predict used llava."""
+    import argparse
+    import re
+
+    parser = cli_main.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    predict = sub.choices["predict"]
+    checked = 0
+    for action in predict._actions:
+        if not action.option_strings or action.help in (None, argparse.SUPPRESS):
+            continue
+        if action.default in (None, False, argparse.SUPPRESS):
+            continue
+        text = action.help % {"default": action.default} if "%(default)" in action.help else action.help
+        named = re.findall(r"\(default:? ([^);,]+)[);,]", text)
+        shown = named[-1].strip() if named else None
+        if isinstance(action.default, (int, float)):
+            assert shown is not None and float(shown) == action.default, (action.dest, text)
+        else:
+            assert shown == str(action.default), (action.dest, text)
+        checked += 1
+    assert checked >= 12
+    assert predict.get_default("captioner") == "llava" and predict.get_default("reasoner") == "llm"
+    choices = {a.dest: a.choices for a in predict._actions}
+    # only the sources that work on any video are offered (dataset captions, reasoned and oracle
+    # read a dataset's own files)
+    assert choices["captioner"] == ("llava", "openai")
+    assert choices["reasoner"] == ("llm", "nouns", "nouns-raw", "vlm")
+    out = subprocess.run(
+        [sys.executable, "-m", "teso.cli.main", "predict", "--help"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert "(default: llava)" in out and "default dataset" not in out
+
+
+def test_predict_with_a_local_llava_captioner_and_llama_reasoner_on_an_mp4(
+    model_and_video, tiny_models, tmp_path
+):
+    """`--captioner llava --caption-model DIR` + `--model DIR` (tiny random LLaVA and Llama saved in
+    the test): every frame of the mp4 is captioned by LLaVA and reasoned by the LM, offline."""
+    ckpt, video = model_and_video
+    out = tmp_path / "out"
+    argv = ["predict", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--captioner", "llava",
+            "--caption-model", str(tiny_models / "llava"), "--model", str(tiny_models / "llama"),
+            "--max-new-tokens", "6", "--batch-size", "5"]  # fmt: skip
+    code, err = _run_main(argv)
+    assert code == 0, err
+    saved = json.loads((out / "cues.json").read_text())
+    assert len(saved["captions"]) == 10 and all(c.strip() for c in saved["captions"])
+    assert len(saved["answers"]) == 10 and all(isinstance(a, str) for a in saved["answers"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["cues"] for s in summary["per_second"]] == [c[:4] for c in saved["cues"]]
+
+
+def test_predict_with_the_vlm_reasoner_skips_captioning(model_and_video, tiny_models, tmp_path):
+    """`--reasoner vlm --model DIR`: the multimodal model answers from the frame; no captioner runs
+    (none is loaded: the default LLaVA hub id is not looked up)."""
+    ckpt, video = model_and_video
+    out = tmp_path / "out"
+    argv = ["predict", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--reasoner", "vlm",
+            "--model", str(tiny_models / "llava"), "--max-new-tokens", "6", "--batch-size", "5"]  # fmt: skip
+    code, err = _run_main(argv)
+    assert code == 0, err
+    saved = json.loads((out / "cues.json").read_text())
+    assert saved["captions"] == [None] * 10 and len(saved["answers"]) == 10

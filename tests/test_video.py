@@ -18,7 +18,7 @@ W, H = 64, 48
 def _painted(i: int, fps: int) -> np.ndarray:
     """Frame ``i``: left half encodes its second, right half its index within that second."""
     img = np.zeros((H, W, 3), np.uint8)
-    img[:, : W // 2] = 20 + 40 * (i // fps)
+    img[:, : W // 2] = (20 + 40 * (i // fps)) % 256  # wraps after 6 s (only short clips decode it)
     img[:, W // 2 :] = 10 * (i % fps)
     return img
 
@@ -185,3 +185,127 @@ def test_missing_streams_and_short_videos(tmp_path):
         read_video(tmp_path / "zero.mp4")
     with pytest.raises(TesoError, match="fps"):
         read_frames(silent, fps=0)
+
+
+# ----- streaming readers (teso predict) ---------------------------------------------------------
+
+
+def test_stream_resampler_equals_resampling_the_whole_signal():
+    """Pieces of any size give the samples of teso.audio.io.resample (scipy resample_poly over the
+    whole signal) bit for bit: see teso.video.stream for why that holds."""
+    from teso.audio.io import resample
+    from teso.video.stream import StreamResampler
+
+    rng = np.random.default_rng(0)
+    for rate in (8000, 11025, 16000, 22050, 44100, 48000):
+        x = rng.standard_normal(rate * 3 + 123)
+        whole = resample(x, rate, 16000)
+        for piece in (333, 1024, 4096, 10**6):
+            rs = StreamResampler(rate, 16000)
+            parts = [rs.push(x[i : i + piece]) for i in range(0, len(x), piece)] + [rs.finish()]
+            np.testing.assert_array_equal(np.concatenate(parts), whole, err_msg=f"{rate} Hz, {piece}")
+
+
+def _stereo_mp4(path: Path, rate: int, seconds: float = 3.3) -> Path:
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=5)
+        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        a = out.add_stream("aac", rate=rate)
+        a.layout = "stereo"
+        for i in range(int(seconds * 5)):
+            for packet in vs.encode(av.VideoFrame.from_ndarray(_painted(i, 5), format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        planar = np.stack([np.sin(2 * np.pi * 300 * t), 0.3 * np.sin(2 * np.pi * 700 * t)]).astype(np.float32)
+        for start in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planar[:, start : start + 1024]), format="fltp", layout="stereo"
+            )
+            frame.sample_rate, frame.pts = rate, start
+            for packet in a.encode(frame):
+                out.mux(packet)
+        for packet in a.encode():
+            out.mux(packet)
+    return path
+
+
+def test_audio_stream_equals_load_audio(mp4, tmp_path):
+    import soundfile as sf
+
+    from teso.audio import load_audio
+    from teso.video.stream import AudioStream
+
+    wav = tmp_path / "a.wav"
+    rng = np.random.default_rng(1)
+    sf.write(
+        wav, (0.2 * rng.standard_normal((48000 * 2 + 77, 2))).astype(np.float32), 48000, subtype="PCM_24"
+    )
+    for path in (
+        mp4,
+        _stereo_mp4(tmp_path / "s44.mp4", 44100),
+        _stereo_mp4(tmp_path / "s48.mp4", 48000),
+        wav,
+    ):
+        whole = load_audio(path)
+        stream = AudioStream(path)
+        # forward reads, overlapping ones, and one past the end
+        got = [stream.samples(0, 7000), stream.samples(5000, 16000), stream.samples(16000, 10**7)]
+        stream.close()
+        np.testing.assert_array_equal(got[0], whole[:7000], err_msg=str(path))
+        np.testing.assert_array_equal(got[1], whole[5000:16000], err_msg=str(path))
+        np.testing.assert_array_equal(got[2], whole[16000:], err_msg=str(path))
+    stream = AudioStream(mp4)
+    stream.samples(16000, 17000)
+    with pytest.raises(TesoError, match="already dropped"):
+        stream.samples(0, 100)
+
+
+def test_probe_and_frame_stream_agree_with_read_frames(mp4, tmp_path):
+    from teso.video.stream import FrameStream, probe_input
+
+    videos = [
+        mp4,
+        write_mp4(tmp_path / "25.mp4", seconds=2.2, fps=25),
+        write_mp4(tmp_path / "1.mp4", seconds=4, fps=1),
+        write_mp4(tmp_path / "long.mp4", seconds=13.5, fps=3),
+    ]
+    for video in videos:
+        whole = read_frames(video)
+        info = probe_input(video)
+        assert info.seconds == len(whole), video
+        stream = FrameStream(info)
+        spans = [(0, 1)] if len(whole) < 5 else [(0, 5), (5, 10), (8, 13)]
+        for start, stop in spans:
+            np.testing.assert_array_equal(stream.window(start, stop), whole[start:stop])
+        stream.finish()
+    with pytest.raises(TesoError, match="outside the frames still held"):
+        stream.window(0, 5)
+
+
+def test_probe_input_errors(mp4, tmp_path):
+    from teso.video.stream import probe_input
+
+    silent = write_mp4(tmp_path / "silent.mp4", audio=False)
+    with pytest.raises(TesoError, match=r"silent\.mp4: the file has no audio stream; teso predict needs"):
+        probe_input(silent)
+    with pytest.raises(TesoError, match=r"short\.mp4: the video is 0\.500 s long"):
+        probe_input(write_mp4(tmp_path / "short.mp4", seconds=0.5))
+    fast = write_mp4(tmp_path / "fast.mp4", faststart=True)
+    cut = tmp_path / "cut_fast.mp4"
+    cut.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    with pytest.raises(TesoError, match=r"cut_fast\.mp4: the file is truncated: it declares 3\.500 s"):
+        probe_input(cut)
+    with pytest.raises(TesoError, match="no such video file or frame folder"):
+        probe_input(tmp_path / "none.mp4")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(folder / "0.png")
+    with pytest.raises(TesoError, match="needs its audio"):
+        probe_input(folder)
+    (folder / "audio.wav").write_bytes(b"")
+    Image.fromarray(np.zeros((9, 10, 3), np.uint8)).save(folder / "1.png")
+    with pytest.raises(TesoError, match=r"1\.png: frame size 10x9 differs from 0\.png \(10x8\)"):
+        probe_input(folder)

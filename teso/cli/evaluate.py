@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", default="normal,mute,wgn10,wgn40", help=condition_help())
     p.add_argument("--cues", default=None, help="cue store name (default: the training run's)")
     p.add_argument("--text-encoder", default=None, help="text features to use (default: the training run's)")
+    p.add_argument(
+        "--allow-cue-mismatch",
+        action="store_true",
+        help="evaluate on cues made otherwise than the training run's (a cue swap, paper Table 3)",
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="binarisation threshold (AVSBench 0.5)")
     p.add_argument("--batch-clips", type=int, default=4, help="clips per evaluation batch (AVSBench: 4)")
     p.add_argument("--no-reuse", action="store_true", help="recompute visual features for every condition")
@@ -47,6 +52,7 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         progress=not args.no_progress,
+        allow_cue_mismatch=args.allow_cue_mismatch,
     )
     print(format_table(results, title=f"{args.checkpoint} on {args.data} ({results['subset']}/{args.split})"))
     print(f"written: {results['json']}")

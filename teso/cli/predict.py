@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,16 +12,20 @@ from teso.errors import TesoError
 DEFAULT_CHECKPOINT = Path("runs/demo/models/teso/checkpoints/best.safetensors")
 
 
+# The captioners and reasoners that work on any video (the others read a dataset's own files).
+CAPTIONERS = ("llava", "openai")
+PREDICT_REASONERS = ("llm", "nouns", "nouns-raw", "vlm")
+LLAVA_DEFAULT = "llava-hf/llava-1.5-7b-hf"
+LLM_DEFAULT = "meta-llama/Llama-2-7b-chat-hf"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from teso.cli.cues import _caption_opts, _http, _reason_opts
 
     p = sub.add_parser("predict", help="segment the sounding objects of an mp4 (or frames + wav)")
     p.add_argument("video", type=Path, help="an mp4 (any container with video + audio) or a folder of frames")
     p.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=DEFAULT_CHECKPOINT,
-        help=f"default {DEFAULT_CHECKPOINT} (made by teso demo)",
+        "--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="a TeSO checkpoint (made by teso demo)"
     )
     p.add_argument(
         "--cues",
@@ -33,34 +38,67 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="output directory (default runs/predict/<video name>)"
     )
-    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold (default 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold")
+    p.add_argument(
+        "--allow-cue-mismatch",
+        action="store_true",
+        help="use cues made otherwise than the checkpoint's training cues (a cue swap)",
+    )
     _http(p)
     _caption_opts(p)
     _reason_opts(p)
-    p.set_defaults(func=_predict, captioner="llava", reasoner="llm")
+    p.set_defaults(func=_predict)
+    # predict's own choices and defaults for the shared cue options; every default shown in --help.
+    for action in p._actions:
+        if action.dest == "captioner":
+            action.choices, action.default = CAPTIONERS, "llava"
+            action.help = (
+                f"llava (transformers; --caption-model DIR or hub id, default {LLAVA_DEFAULT}) or openai "
+                "(an OpenAI-compatible server with a vision model: --base-url, --caption-model NAME) "
+                "(default: %(default)s)"
+            )
+        elif action.dest == "reasoner":
+            action.choices, action.default = PREDICT_REASONERS, "llm"
+            action.help = (
+                f"llm (--model smollm2 / FILE.gguf / DIR / hub id, default {LLM_DEFAULT}; or the served "
+                "name with --base-url), nouns (TeSO-n: nouns mapped onto the AVSS classes), nouns-raw "
+                "(every noun), vlm (the multimodal --model looks at the frame itself; no captioner) "
+                "(default: %(default)s)"
+            )
+        elif action.dest == "reasoned_source":
+            action.help = argparse.SUPPRESS  # only for --reasoner reasoned, which reads a dataset tree
+        if (
+            action.option_strings
+            and action.help not in (None, argparse.SUPPRESS)
+            and action.default not in (None, False, argparse.SUPPRESS)
+            and "default" not in action.help
+        ):
+            action.help += " (default: %(default)s)"
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from teso.engine.predict import load_input, predict_video, read_cue_file
+    from teso.engine.predict import predict_video, read_cue_file
+    from teso.model import read_checkpoint_metadata
+    from teso.video.stream import probe_input
 
     if not args.checkpoint.is_file():
         raise TesoError(
             f"--checkpoint {args.checkpoint}: not found (train one with `teso train` or run `teso demo`)"
         )
     out = args.out or Path("runs/predict") / args.video.stem
-    frames, _ = load_input(args.video, args.audio)  # fails early on a bad input, before any model loads
-    seconds = frames.shape[0]
+    # Fails early on a bad input, before any model loads; reads packets and headers only.
+    video = probe_input(args.video, args.audio)
     cues = None
     if args.cues != "auto":
-        cues = read_cue_file(args.cues, seconds)
+        cues = read_cue_file(args.cues, video.seconds)
     encode = None
-    from teso.model import read_checkpoint_metadata
-
     cfg, extra = read_checkpoint_metadata(args.checkpoint)
     if cfg.ablation.text:
+        sources: dict | None = None
         if cues is None:
-            cues = auto_cues(args, frames, out)
-        encode = _encoder_for(extra, cfg, args.device)
+            sources = {}
+            cues = auto_cues(args, video, out, sources)
+        encode = _encoder_for(extra, cfg, args.device, cues, sources, args)
     summary = predict_video(
         args.video,
         args.checkpoint,
@@ -80,9 +118,9 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encoder_for(extra: dict, cfg, device: str):
-    from teso.cues.features import build_clip_tensor
+def _encoder_for(extra: dict, cfg, device: str, cues: list[list[str]], sources=None, args=None):
     from teso.cues.text_encoders import build_text_encoder
+    from teso.engine.predict import window_cue_encoder
 
     prov = extra.get("text_features") or {}
     name = prov.get("encoder") or ((extra.get("experiment") or {}).get("data") or {}).get(
@@ -96,7 +134,18 @@ def _encoder_for(extra: dict, cfg, device: str):
         raise TesoError(
             f"text encoder {name} is {encoder.dim}-d but the checkpoint expects {cfg.text.dim}-d cues"
         )
-    return lambda cues: build_clip_tensor(cues, encoder, cfg.text.num_cues)
+    from teso.cues.features import TEMPLATE, encoder_weights_sha
+    from teso.cues.provenance import check_cue_provenance, live_provenance
+
+    # Cues from a file are the user's words: only the encoder is compared then.
+    index = {"encoder": encoder.name, "model": encoder.model, "weights_sha": encoder_weights_sha(encoder),
+             "dim": encoder.dim, "n_t": cfg.text.num_cues, "template": TEMPLATE}  # fmt: skip
+    current = live_provenance((sources or {}).get("captioner"), (sources or {}).get("reasoner"), index)
+    where = "the cues made by --cues auto" if sources is not None else "the cue file's encoder"
+    allow = bool(getattr(args, "allow_cue_mismatch", False))
+    check_cue_provenance(args.checkpoint if args else "checkpoint", extra, current,
+                         allow=allow, encoder_only=sources is None, where=where)  # fmt: skip
+    return window_cue_encoder(cues, encoder, cfg.text.num_cues)
 
 
 CUE_SOURCES = (
@@ -109,7 +158,7 @@ CUE_SOURCES = (
 def _servers(args: argparse.Namespace) -> list[str]:
     """The OpenAI-compatible endpoints ``--cues auto`` will call (the choice of :mod:`teso.cli.cues`)."""
     urls = []
-    if args.captioner == "openai":
+    if args.captioner == "openai" and args.reasoner != "vlm":
         urls.append(args.caption_base_url or args.base_url)
     backend = args.backend or ("openai" if args.base_url else "transformers")
     if args.reasoner in ("llm", "vlm") and backend == "openai":
@@ -147,27 +196,101 @@ def _failed(stage: str, items: list, results: list[dict]) -> None:
         )
 
 
-def auto_cues(args: argparse.Namespace, frames, out: Path) -> list[list[str]]:
-    """Caption and reason every frame with the configured backends (written to ``out/cues.json``)."""
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _check_local_model(flag: str, model: str) -> None:
+    """A model given by hub id must be a local directory, in the Hugging Face cache, or behind a hub
+    that answers; else one line now (transformers would retry the hub for minutes, then fail)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise TesoError(f"{flag} {model}: no such model directory; {CUE_SOURCES}")
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(model, "config.json"), str):
+        return  # in the cache: loads without the network
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise TesoError(
+            f"{flag} {model}: not in the Hugging Face cache and HF_HUB_OFFLINE is set; {CUE_SOURCES}"
+        )
+    from teso.cues.http import BackendError, probe_server
+
+    try:
+        probe_server(_hub_endpoint(), timeout=10.0)
+    except BackendError as err:
+        raise TesoError(
+            f"{flag} {model}: not a local directory, not in the Hugging Face cache, and the hub "
+            f"{_hub_endpoint()} is unreachable ({err}); {CUE_SOURCES}"
+        ) from err
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    """Everything ``--cues auto`` will need, checked before the first frame is decoded: the servers
+    answer, the local models are there (or downloadable), the options fit together."""
+    from teso.cues.local_llm import SMOLLM2
+
+    _check_servers(args)
+    backend = args.backend or ("openai" if args.base_url else "transformers")
+    if args.reasoner != "vlm" and args.captioner == "llava":
+        _check_local_model("--caption-model", args.caption_model or LLAVA_DEFAULT)
+    if args.captioner == "openai" and not (args.caption_base_url or args.base_url):
+        raise TesoError(f"--captioner openai: needs --base-url (or --caption-base-url); {CUE_SOURCES}")
+    if args.reasoner not in ("llm", "vlm"):
+        return
+    if backend == "llamacpp":
+        if not args.model or not Path(args.model).is_file():
+            raise TesoError(f"--model {args.model}: the llamacpp backend needs a .gguf file; {CUE_SOURCES}")
+    elif backend == "transformers":
+        model = args.model or (LLAVA_DEFAULT if args.reasoner == "vlm" else LLM_DEFAULT)
+        if args.reasoner == "llm" and (model == SMOLLM2 or model.lower().endswith(".gguf")):
+            if model != SMOLLM2 and not Path(model).is_file():
+                raise TesoError(f"--model {model}: no such .gguf file; {CUE_SOURCES}")
+            return
+        _check_local_model("--model", model)
+
+
+def auto_cues(args: argparse.Namespace, video, out: Path, sources: dict | None = None) -> list[list[str]]:
+    """Caption and reason every frame of ``video`` (a :class:`~teso.video.stream.VideoInput`) with the
+    configured backends (written to ``out/cues.json``). The frames are decoded one at a time and
+    written to ``out/frames/{t}.jpg``, which the backends read."""
     from PIL import Image
 
     from teso.cli.cues import build_captioner, build_reasoner
     from teso.cues.captioners import FrameItem
     from teso.utils.files import atomic_write_json
+    from teso.video.stream import FrameStream
 
-    _check_servers(args)
+    _check_sources(args)
     clip_dir = args.video if args.video.is_dir() else out
     items = []
-    for t, frame in enumerate(frames):
-        path = out / "frames" / f"{t}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(frame).save(path, quality=95)
-        items.append(FrameItem(uid=args.video.stem, frame=t, image=path, clip_dir=clip_dir))
+    frames = FrameStream(video)
+    try:
+        for t in range(video.seconds):
+            path = out / "frames" / f"{t}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(frames.window(t, t + 1)[0]).save(path, quality=95)
+            items.append(FrameItem(uid=args.video.stem, frame=t, image=path, clip_dir=clip_dir))
+        frames.finish()
+    finally:
+        frames.close()
     # Built and dropped one after the other: a local captioner and reasoner are never loaded together.
-    captions = _process(build_captioner(args), items, "caption")
-    _failed("captioning", items, captions)
-    items = [FrameItem(i.uid, i.frame, i.image, i.clip_dir, c["caption"]) for i, c in zip(items, captions)]
-    answers = _process(build_reasoner(args), items, "reason")
+    if args.reasoner != "vlm":  # the vlm reasoner looks at the frame itself
+        captioner = build_captioner(args)
+        if sources is not None:  # what made the cues, for the provenance check
+            sources["captioner"] = captioner.provenance()  # a dict: the model itself is dropped
+        captions = _process(captioner, items, "caption")
+        del captioner
+        _failed("captioning", items, captions)
+        items = [
+            FrameItem(i.uid, i.frame, i.image, i.clip_dir, c["caption"]) for i, c in zip(items, captions)
+        ]
+    reasoner = build_reasoner(args)
+    if sources is not None:
+        sources["reasoner"] = reasoner.provenance()
+    answers = _process(reasoner, items, "reason")
     _failed("reasoning", items, answers)
     cues = [list(a.get("cues") or []) for a in answers]
     atomic_write_json(

@@ -176,6 +176,7 @@ def run_demo(
                             cues=src,
                             out=Path(run["dir"]) / f"eval-test-{src}.json",
                             progress=False,
+                            allow_cue_mismatch=True,  # Table 3 swaps the cue store on purpose
                         )
                     )
                     table3[src][s] = swapped["conditions"]["normal"]

@@ -16,33 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from teso.audio import load_audio, per_second_examples
+from teso.audio import per_second_examples
+from teso.cues.features import build_clip_tensor, cue_sentence
+from teso.cues.slots import seen_cues
 from teso.data.avsbench import FRAMES_PER_SUBSET, SAMPLE_RATE
 from teso.errors import TesoError
 from teso.model import TeSOPredictor, load_checkpoint, sounding_maps
 from teso.utils.files import atomic_write, atomic_write_json
-from teso.video import read_frames, read_video
-from teso.video.writer import overlay, write_mp4
-
-
-def load_input(source: str | Path, audio: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(frames uint8 [S, H, W, 3] at 1 fps, mono float32 audio at 16 kHz) of an mp4 or a frame folder.
-
-    A folder needs its audio: ``audio`` or an ``audio.wav`` inside the folder.
-    """
-    source = Path(source)
-    if source.is_dir():
-        wav = Path(audio) if audio else source / "audio.wav"
-        if not wav.is_file():
-            raise TesoError(
-                f"{source}: a folder of frames needs its audio: pass --audio FILE or put audio.wav in it"
-            )
-        frames = read_frames(source)
-        return frames, load_audio(wav)
-    if not source.exists():
-        raise TesoError(f"{source}: no such video file or frame folder")
-    clip = read_video(source)
-    return clip.frames, clip.audio
+from teso.video.stream import AudioStream, FrameStream, probe_input
+from teso.video.writer import LOW_LATENCY_X264, Mp4Writer, overlay
 
 
 def windows(num_frames: int, length: int) -> list[tuple[int, int]]:
@@ -74,6 +56,25 @@ def read_cue_file(path: str | Path, num_frames: int) -> list[list[str]]:
     return data
 
 
+def window_cue_encoder(
+    cues: list[list[str]], encoder, n_t: int
+) -> Callable[[list[list[str]]], tuple[torch.Tensor, torch.Tensor]]:
+    """``encode_cues`` for :func:`predict_video`: one window's cues -> ``([L, n_t, d_T], [L])``.
+
+    Every distinct cue of the video is encoded once, up front, in one batch — the batch
+    :func:`~teso.cues.features.build_clip_tensor` would make for the whole clip — so a window's
+    features are those of the whole clip bit for bit (a transformer encoder pads a batch to its
+    longest sentence, and another batch could move the features in the last float bits). The
+    cache holds one ``[d_T]`` vector per distinct cue, not per second.
+    """
+    cache: dict[str, torch.Tensor] = {}
+    todo = sorted({cue_sentence(c) for frame in cues for c in seen_cues(frame, n_t)})
+    if todo:
+        for sent, vec in zip(todo, encoder.encode(todo)):
+            cache[sent] = vec.float()
+    return lambda window: build_clip_tensor(window, encoder, n_t, cache)
+
+
 def predict_video(
     source: str | Path,
     checkpoint: str | Path,
@@ -87,72 +88,89 @@ def predict_video(
 ) -> dict[str, Any]:
     """Segment ``source`` with ``checkpoint`` into ``out_dir``; returns the JSON summary.
 
-    ``cues`` (one list per second) are turned into [S, N_T, d_T] features by ``encode_cues``; both are
-    required when the model takes text and ignored otherwise.
+    The video is streamed: for each window of the model's clip length (:func:`windows`) its frames
+    and audio are decoded, it is segmented, and every second no later window covers is written (mask
+    PNG, overlay frame into the mp4 encoder, its audio) and dropped. What stays in memory is the
+    current window (frames, probability maps of the seconds still pending) and the per-second
+    summaries, so memory does not grow with the video's length.
+
+    ``cues`` (one list per second) are turned into ``([L, N_T, d_T], [L])`` features by
+    ``encode_cues``, one window's cues at a time; both are required when the model takes text and
+    ignored otherwise.
     """
     out_dir = Path(out_dir)
-    frames, wave = load_input(source, audio)
-    seconds = frames.shape[0]
+    video = probe_input(source, audio)
+    seconds = video.seconds
     model, extra = load_checkpoint(checkpoint, map_location=device)
     cfg = model.config
     subset = ((extra.get("experiment") or {}).get("data") or {}).get("subset", "v1m")
     length = FRAMES_PER_SUBSET.get(subset, 5)
-    logmel = per_second_examples(wave, SAMPLE_RATE, seconds)  # [S, 1, 96, 64]
-    text = count = None
     if cfg.ablation.text:
         if cues is None or encode_cues is None:
             raise TesoError(f"{checkpoint}: this model takes text cues: pass --cues auto or --cues FILE")
-        text, count = encode_cues(cues)
-        if text.shape[0] != seconds:
-            raise TesoError(f"cues: features for {text.shape[0]} seconds, but the video has {seconds}")
+        if len(cues) != seconds:
+            raise TesoError(f"cues: {len(cues)} seconds of cues, but the video has {seconds}")
     predictor = TeSOPredictor(model)
-    h, w = frames.shape[1:3]
-    prob_sum = torch.zeros(seconds, h, w)
-    hits = torch.zeros(seconds)
-    kept: list[list[bool]] = [[] for _ in range(seconds)]
-    for start, end in windows(seconds, length):
-        predictor.set_clip(frames[start:end])
-        out = predictor.predict_output(
-            logmel[start:end],
-            None if text is None else text[start:end],
-            None if count is None else count[start:end],
-        )
-        for i, t in enumerate(range(start, end)):
-            fg, _ = sounding_maps(out.frame_probs_at(0, i, (h, w)).float().cpu(), cfg.num_classes, threshold)
-            prob_sum[t] += fg
-            hits[t] += 1
-            kept[t] = out.cue_keep[0, i].tolist()
-    probs = prob_sum / hits[:, None, None]
-    masks = (probs > threshold).numpy()
-
-    for t in range(seconds):
-        png = out_dir / "masks" / f"{t}.png"
-        atomic_write(
-            png, lambda p, m=masks[t]: Image.fromarray((m * 255).astype(np.uint8)).save(p, format="PNG")
-        )
-    write_mp4(
-        out_dir / "overlay.mp4",
-        np.stack([overlay(frames[t], masks[t]) for t in range(seconds)]),
-        fps=1,
-        audio=wave[: seconds * SAMPLE_RATE],
-        sample_rate=SAMPLE_RATE,
+    plan = windows(seconds, length)
+    frames_in = FrameStream(video)
+    sound = AudioStream(video.audio)
+    # Seconds segmented but not yet written: a later window may still cover them (the last one is
+    # shifted back). t -> [sum of probability maps, windows that covered it, frame, cues kept].
+    pending: dict[int, list] = {}
+    per_second: list[dict[str, Any]] = []
+    size: tuple[int, int] | None = None
+    mp4 = Mp4Writer(
+        out_dir / "overlay.mp4", fps=1, audio=True, sample_rate=SAMPLE_RATE, options=LOW_LATENCY_X264
     )
-    per_second = []
-    for t in range(seconds):
-        used = (cues[t] if cues is not None else [])[: cfg.text.num_cues]
-        per_second.append(
-            {
-                "second": t,
-                "sounding_area": float(masks[t].mean()),
-                "cues": used if cfg.ablation.text else [],
-                "cues_kept": [c for c, k in zip(used, kept[t]) if k] if cfg.ablation.text else [],
-            }
-        )
+    try:
+        for w, (start, end) in enumerate(plan):
+            frames = frames_in.window(start, end)
+            if size is None:
+                size = (int(frames.shape[1]), int(frames.shape[2]))
+            wave = sound.samples(start * SAMPLE_RATE, end * SAMPLE_RATE)
+            if len(wave) == 0:
+                # The audio ended before this window: its seconds are silence, as the whole-clip
+                # padding rule of per_second_examples makes them.
+                wave = np.zeros((end - start) * SAMPLE_RATE, np.float32)
+            logmel = per_second_examples(wave, SAMPLE_RATE, end - start)  # [L, 1, 96, 64]
+            text = count = None
+            if cfg.ablation.text:
+                text, count = encode_cues(cues[start:end])
+                if text.shape[0] != end - start:
+                    raise TesoError(
+                        f"cues: features for {text.shape[0]} seconds, but the window has {end - start}"
+                    )
+            predictor.set_clip(frames)
+            out = predictor.predict_output(logmel, text, count)
+            for i, t in enumerate(range(start, end)):
+                fg, _ = sounding_maps(
+                    out.frame_probs_at(0, i, size).float().cpu(), cfg.num_classes, threshold
+                )
+                if t in pending:
+                    pending[t][0] = pending[t][0] + fg
+                    pending[t][1] += 1
+                else:
+                    pending[t] = [fg, 1, frames[i], None]
+                pending[t][3] = out.cue_keep[0, i].tolist()
+            done_until = plan[w + 1][0] if w + 1 < len(plan) else seconds
+            for t in sorted(k for k in pending if k < done_until):
+                prob_sum, hits, frame, kept = pending.pop(t)
+                mask = (prob_sum / hits > threshold).numpy()
+                per_second.append(_write_second(out_dir, mp4, sound, t, frame, mask, cues, kept, cfg))
+            del frames, out
+        frames_in.finish()
+        mp4.close()
+    except BaseException:
+        mp4.abort()
+        raise
+    finally:
+        sound.close()
+        frames_in.close()
     summary = {
         "source": str(source),
         "checkpoint": str(checkpoint),
         "seconds": seconds,
-        "frame_size": [h, w],
+        "frame_size": list(size),
         "window": length,
         "threshold": threshold,
         "masks": str(out_dir / "masks"),
@@ -161,3 +179,30 @@ def predict_video(
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _write_second(
+    out_dir: Path,
+    mp4: Mp4Writer,
+    sound: AudioStream,
+    t: int,
+    frame: np.ndarray,
+    mask: np.ndarray,
+    cues: list[list[str]] | None,
+    kept: list[bool],
+    cfg,
+) -> dict[str, Any]:
+    """Write second ``t`` (its mask PNG, its overlay frame and audio into the mp4); its summary."""
+    atomic_write(
+        out_dir / "masks" / f"{t}.png",
+        lambda p: Image.fromarray((mask * 255).astype(np.uint8)).save(p, format="PNG"),
+    )
+    mp4.add_frame(overlay(frame, mask))
+    mp4.add_audio(sound.samples(t * SAMPLE_RATE, (t + 1) * SAMPLE_RATE))
+    used = seen_cues(cues[t] if cues is not None else [], cfg.text.num_cues)
+    return {
+        "second": t,
+        "sounding_area": float(mask.mean()),
+        "cues": used if cfg.ablation.text else [],
+        "cues_kept": [c for c, k in zip(used, kept) if k] if cfg.ablation.text else [],
+    }

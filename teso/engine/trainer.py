@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +22,22 @@ from teso.engine.config import ExperimentConfig, deep_update
 from teso.engine.data import ClipDataset, open_text_features, segmentation_targets
 from teso.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
 from teso.engine.evaluate import evaluate
+from teso.engine.optim import parameter_groups
 from teso.engine.pretrain import foundation_provenance
 from teso.engine.runlog import RunLogger
 from teso.engine.sampling import epoch_batches
 from teso.errors import TesoError
 from teso.model import TeSO, TeSOConfig, build_teso, get_variant
 from teso.model.checkpoint import (
+    load_checkpoint_into,
     load_training_state,
     read_checkpoint_metadata,
-    save_checkpoint,
-    save_training_state,
+    recover_checkpoint_pair,
+    save_checkpoint_pair,
+    training_state_path,
 )
-from teso.model.teso import TeSOTargets, preprocess_frames
-from teso.utils.files import atomic_write, atomic_write_text
+from teso.model.preprocess import TeSOTargets, preprocess_frames
+from teso.utils.files import atomic_write_text
 
 # Keys that may differ between a run and its resumption: they only say where to stop.
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes")}
@@ -138,6 +140,11 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         cfg_path = self.run_dir / "config.yaml"
         current = json.loads(json.dumps(self.exp.to_dict()))  # tuples -> lists, as YAML reads them back
+        if self.info.is_main and self.ckpt_dir.is_dir():
+            # A checkpoint write interrupted by a crash: finish it if it was committed, else drop
+            # its partial files, so that last.* / best.* are the last complete set.
+            recover_checkpoint_pair(self.last_path, copies=[self.best_path])
+        barrier(self.info)
         if self.resume:
             if not self.last_path.is_file():
                 raise TesoError(
@@ -170,6 +177,10 @@ class Trainer:
         self.text_provenance = (
             {"encoder": text.encoder, "model": text.model, "n_t": text.n_t} if text is not None else None
         )
+        if text is not None:
+            text.check_slots(mc.text.num_cues)
+        # What made the cues (captioner, reasoner, prompt, encoder weights): `teso eval` checks it.
+        self.cue_provenance = text.provenance() if text is not None else None
         size = mc.visual.image_size
         train = ClipDataset(d.root, d.subset, d.train_split, image_size=size, text=text, mask_size=size)
         val = None
@@ -179,15 +190,12 @@ class Trainer:
 
     def _optimizer(self, model: TeSO) -> torch.optim.Optimizer:
         t = self.exp.train
-        groups = model.parameter_groups()
-        params = [
-            {"params": groups["visual"], "lr": t.lr_visual_adapters, "name": "visual"},
-            {"params": groups["other"], "lr": t.lr, "name": "other"},
-        ]
-        params = [g for g in params if g["params"]]
-        if not params:
+        groups = parameter_groups(
+            model, lr=t.lr, lr_visual_adapters=t.lr_visual_adapters, weight_decay=t.weight_decay
+        )
+        if not groups:
             raise TesoError("model has no trainable parameters (check freeze_foundation and the ablations)")
-        return torch.optim.AdamW(params, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(groups)  # every group carries its own lr and weight decay
 
     # ----- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -213,21 +221,31 @@ class Trainer:
             cfg, _ = read_checkpoint_metadata(self.last_path)
             if cfg.to_dict() != self.model_config.to_dict():
                 raise TesoError(f"--resume: {self.last_path} was trained with another model config")
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(str(self.last_path), device=str(info.device)), strict=True)
-            state = load_training_state(self.last_path)
-            _, extra = read_checkpoint_metadata(self.last_path)
-            if extra.get("step") != state["step"]:
+            # Verifies the content hash and, for a small checkpoint, the frozen foundation's hash.
+            extra = load_checkpoint_into(model, self.last_path)
+            state = load_training_state(self.last_path)  # also checks it was written with these weights
+            if extra.get("step") != state["step"]:  # files of a pre-hash teso written by separate saves
                 raise TesoError(
                     f"--resume: {self.last_path} (step {extra.get('step')}) and its training state "
-                    f"(step {state['step']}) do not belong together: the run was killed while saving; "
-                    "restart it or restore both files from a backup"
+                    f"(step {state['step']}) do not belong together (written by separate saves); "
+                    "restore both files from a backup"
                 )
             if state["world_size"] != info.world_size:
                 raise TesoError(
                     f"--resume: the run used {state['world_size']} process(es), this one has "
                     f"{info.world_size}: the data order and schedule would change; use the same number"
+                )
+            saved_sizes = [len(g["params"]) for g in state["optimizer"]["param_groups"]]
+            sizes = [len(g["params"]) for g in optimizer.param_groups]
+            if saved_sizes != sizes:
+                # A run saved before the paper's per-module learning rates (2 groups) cannot carry
+                # its Adam moments over to the new grouping without guessing which is which (and
+                # torch's load_state_dict would raise a bare ValueError on other group sizes).
+                raise TesoError(
+                    f"--resume: {training_state_path(self.last_path)} holds {len(saved_sizes)} optimiser "
+                    f"group(s), this teso builds {len(sizes)} (parameters per group {saved_sizes} vs "
+                    f"{sizes}: the parameter grouping changed since the run was saved); start the run "
+                    "again or resume with the teso version that wrote it"
                 )
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -245,20 +263,36 @@ class Trainer:
         ab = self.model_config.ablation
         size = self.model_config.visual.image_size
 
-        def checkpoint(next_epoch: int, next_batch: int) -> None:
+        def checkpoint(next_epoch: int, next_batch: int, is_best: bool = False) -> None:
             rngs = all_gather_objects(_rng_state(), info)  # every rank's generators, for exact resume
-            if not info.is_main:
-                return
+            failure: Exception | None = None
+            if info.is_main:
+                try:
+                    save(rngs, next_epoch, next_batch, is_best)
+                except Exception as err:  # a full disk, say: every rank must stop, not wait at a barrier
+                    failure = err
+            if info.enabled:
+                told = all_gather_objects(None if failure is None else str(failure), info)[0]
+                if failure is None and told is not None:
+                    raise TesoError(f"rank {info.rank}: stopping because rank 0 could not save: {told}")
+            if failure is not None:
+                raise failure
+
+        def save(rngs: list, next_epoch: int, next_batch: int, is_best: bool) -> None:
             extra = {
                 "experiment": self.exp.to_dict(),
                 "epoch": next_epoch,
                 "step": step,
                 "text_features": self.text_provenance,
                 "foundations": foundations,
+                "cue_provenance": self.cue_provenance,
             }
-            save_checkpoint(model, self.last_path, extra=extra)
-            save_training_state(
+            # One unit: weights, training state and (on a new best) best.safetensors are replaced
+            # together, so a crash or a full disk at any byte leaves the previous complete set.
+            save_checkpoint_pair(
+                model,
                 self.last_path,
+                extra,
                 {
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
@@ -270,6 +304,7 @@ class Trainer:
                     "best_miou": best,
                     "elapsed": time.perf_counter() - start_time,
                 },
+                copies=[self.best_path] if is_best else [],
             )
 
         def out_of_budget() -> str | None:
@@ -319,7 +354,8 @@ class Trainer:
                     annotated=batch["annotated"].to(info.device),
                 )
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    out = ddp(frames, audio, text, text_count, targets)
+                    # S4 train annotates frame 0 only: the visual network skips the other frames.
+                    out = ddp(frames, audio, text, text_count, targets, annotated_only=True)
                 losses = out.losses
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
@@ -375,7 +411,7 @@ class Trainer:
                     "val",
                     step,
                     epoch,
-                    {k: v for k, v in res.items() if k not in ("by_mode", "kept_by_frame")},
+                    {k: v for k, v in res.items() if k not in ("by_mode", "kept_by_frame", "per_clip")},
                 )
                 if self.progress:
                     print(
@@ -386,9 +422,7 @@ class Trainer:
                 score = res["semantic_miou"] if nc > 1 else res["miou"]
                 if score > best:
                     best = score
-                    checkpoint(epoch, batch_in_epoch)
-                    if info.is_main:
-                        atomic_write(self.best_path, lambda p: shutil.copyfile(self.last_path, p))
+                    checkpoint(epoch, batch_in_epoch, is_best=True)
                     barrier(info)
                     continue
             checkpoint(epoch, batch_in_epoch)

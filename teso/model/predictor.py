@@ -15,7 +15,9 @@ import torch
 
 from teso.errors import TesoError
 from teso.model.foundation import VisualFeatures
-from teso.model.teso import TeSO, TeSOOutput, preprocess_frames
+from teso.model.postprocess import TeSOOutput
+from teso.model.preprocess import preprocess_frames
+from teso.model.teso import TeSO
 
 
 class TeSOPredictor:

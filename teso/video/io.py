@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -154,10 +155,13 @@ def _declared_duration(container: av.container.InputContainer, stream: av.VideoS
     return None
 
 
-def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
-    """Stream-decode the first video stream, keeping only the frames on screen at the target times.
+def _iter_selected(path: Path, fps: Fraction, meta: dict) -> Iterator[np.ndarray]:
+    """Stream-decode the first video stream, yielding only the frames on screen at the target times.
 
-    Returns ``([T, H, W, 3] uint8, source fps)``.
+    Yields ``[H, W, 3]`` uint8 frames for output frames ``0, 1, ...`` (possibly a few past ``T``: the
+    number ``T`` is known only once the stream has ended, so a caller keeps the first
+    ``meta["total"]``). When the generator is exhausted, ``meta`` holds ``total`` (``T``) and
+    ``source_fps``; the truncation and length checks run then, so a caller must exhaust it.
     """
     container = _open_container(path)
     try:
@@ -167,10 +171,9 @@ def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
         stream.thread_type = "AUTO"
         time_base = stream.time_base or Fraction(1, 1)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        source_fps = float(rate) if rate else float("nan")
+        meta["source_fps"] = float(rate) if rate else float("nan")
         nominal_step = Fraction(1) / Fraction(rate) if rate else None
 
-        picked: list[np.ndarray] = []
         prev: tuple[Fraction, av.VideoFrame] | None = None
         k = 0  # next output frame to choose
         end: Fraction | None = None
@@ -192,7 +195,7 @@ def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
                 end = t + step if step is not None else t
                 # Every target before this frame's timestamp was on screen with the previous frame.
                 while prev is not None and target(k) < t:
-                    picked.append(prev[1].to_ndarray(format="rgb24"))
+                    yield prev[1].to_ndarray(format="rgb24")
                     k += 1
                 prev = (t, frame)
         except av.error.FFmpegError as exc:
@@ -200,29 +203,140 @@ def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
 
         if prev is None or end is None:
             raise TesoError(f"{path}: the video stream decodes to no frames (empty or truncated file)")
-        declared = _declared_duration(container, stream)
-        slack = max(_TRUNCATION_SLACK_S, nominal_step or Fraction(0))
-        if declared is not None and end + slack < declared:
-            raise TesoError(
-                f"{path}: the file is truncated: it declares {float(declared):.3f} s of video but frames "
-                f"decode only up to {float(end):.3f} s"
-            )
-        total = math.floor(end * fps)
-        if total < 1:
-            raise TesoError(
-                f"{path}: the video is {float(end):.3f} s long; at least {float(1 / fps):.3f} s "
-                f"(one output frame at {float(fps):g} fps) is needed"
-            )
+        _check_declared(path, _declared_duration(container, stream), end, nominal_step)
+        total = _seconds_of(path, end, fps)
+        meta["total"] = total
         # The remaining targets (before ``end``) all fall on the last frame.
         last = None
         while k < total:
             if last is None:
                 last = prev[1].to_ndarray(format="rgb24")
-            picked.append(last)
+            yield last
             k += 1
     finally:
         container.close()
-    return np.stack(picked[:total]).astype(np.uint8, copy=False), source_fps
+
+
+def _check_declared(
+    path: Path, declared: Fraction | None, end: Fraction, nominal_step: Fraction | None
+) -> None:
+    slack = max(_TRUNCATION_SLACK_S, nominal_step or Fraction(0))
+    if declared is not None and end + slack < declared:
+        raise TesoError(
+            f"{path}: the file is truncated: it declares {float(declared):.3f} s of video but frames "
+            f"decode only up to {float(end):.3f} s"
+        )
+
+
+def _seconds_of(path: Path, end: Fraction, fps: Fraction) -> int:
+    total = math.floor(end * fps)
+    if total < 1:
+        raise TesoError(
+            f"{path}: the video is {float(end):.3f} s long; at least {float(1 / fps):.3f} s "
+            f"(one output frame at {float(fps):g} fps) is needed"
+        )
+    return total
+
+
+def _decode_selected(path: Path, fps: Fraction) -> tuple[np.ndarray, float]:
+    """All selected frames at once: ``([T, H, W, 3] uint8, source fps)``."""
+    meta: dict = {}
+    picked = list(_iter_selected(path, fps, meta))
+    return np.stack(picked[: meta["total"]]).astype(np.uint8, copy=False), meta["source_fps"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns from a file's packets, without decoding a frame.
+
+    Attributes:
+        seconds: ``T`` at 1 fps, by the rule of the module doc (``floor(end)``).
+        has_audio: whether the file has an audio stream.
+        source_fps: the video stream's average frame rate.
+    """
+
+    seconds: int
+    has_audio: bool
+    source_fps: float
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Check a video file and count its seconds from the packet timestamps (demuxing only).
+
+    The same rules as :func:`read_frames` at 1 fps, applied to packets instead of decoded frames:
+    ``end`` = the latest packet ``pts + duration``, and the declared durations of the video (and, in
+    an mp4/mov, of the audio) must be there. Reading the packets is I/O only, so a long video is
+    checked in a fraction of its decoding time and nothing is held in memory.
+
+    Raises:
+        TesoError: missing/empty/truncated/corrupt file, no video stream, shorter than one second.
+    """
+    path = Path(path)
+    container = _open_container(path)
+    try:
+        if not container.streams.video:
+            raise TesoError(f"{path}: the file has no video stream (expected an mp4 with video)")
+        stream = container.streams.video[0]
+        time_base = stream.time_base or Fraction(1, 1)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        nominal_step = Fraction(1) / Fraction(rate) if rate else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        indexed = bool({"mp4", "mov"} & set(container.format.name.split(",")))
+        end: Fraction | None = None
+        audio_span = Fraction(0)
+        count = 0
+        selected = [stream] if audio is None else [stream, audio]
+        try:
+            for packet in container.demux(selected):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                if packet.stream.index == stream.index:
+                    if packet.pts is not None:
+                        t = Fraction(packet.pts) * time_base
+                    elif nominal_step is not None:
+                        t = count * nominal_step
+                    else:
+                        raise TesoError(
+                            f"{path}: video frames carry no timestamps and the stream no frame rate"
+                        )
+                    count += 1
+                    step = Fraction(packet.duration) * time_base if packet.duration else nominal_step
+                    stop = t + step if step is not None else t
+                    end = stop if end is None else max(end, stop)
+                elif packet.duration and packet.time_base is not None:
+                    audio_span += Fraction(packet.duration) * packet.time_base
+        except av.error.FFmpegError as exc:
+            raise TesoError(f"{path}: the file is corrupt or truncated ({exc})") from exc
+        if end is None:
+            raise TesoError(f"{path}: the video stream decodes to no frames (empty or truncated file)")
+        _check_declared(path, _declared_duration(container, stream), end, nominal_step)
+        if audio is not None and indexed and audio.duration is not None and audio.time_base is not None:
+            # The same rule as teso.audio.load_audio (slack: codec padding of up to two frames).
+            declared = Fraction(audio.duration) * audio.time_base
+            frame = Fraction(int(audio.codec_context.frame_size or 0), int(audio.rate or 1))
+            if declared > 0 and audio_span < declared - max(Fraction(1, 10), 2 * frame):
+                raise TesoError(
+                    f"{path}: truncated audio stream: its packets hold {float(audio_span):.3f} s of the "
+                    f"{float(declared):.3f} s the container declares"
+                )
+        return VideoInfo(
+            seconds=_seconds_of(path, end, Fraction(1)),
+            has_audio=audio is not None,
+            source_fps=float(rate) if rate else float("nan"),
+        )
+    finally:
+        container.close()
+
+
+def iter_video_frames(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], dict]:
+    """The 1 fps frames of a video file one at a time: ``(iterator of [H, W, 3] uint8, meta)``.
+
+    The iterator yields frames ``0, 1, ...`` as they decode (only the current and previous decoded
+    frame are held) and may yield a few past ``T``; once exhausted, ``meta["total"]`` is ``T`` and
+    the file's truncation checks have run. :func:`read_frames` is this, stacked.
+    """
+    meta: dict = {}
+    return _iter_selected(Path(path), Fraction(1), meta), meta
 
 
 def read_frames(source: str | os.PathLike, fps: float = 1.0) -> np.ndarray:
