@@ -23,6 +23,7 @@ from teso.data.avsbench import FRAMES_PER_SUBSET, SAMPLE_RATE
 from teso.errors import TesoError
 from teso.model import TeSOPredictor, load_checkpoint, sounding_maps
 from teso.utils.files import atomic_write, atomic_write_json
+from teso.utils.memory import pin_mmap_threshold
 from teso.video.stream import AudioStream, FrameStream, probe_input
 from teso.video.writer import LOW_LATENCY_X264, Mp4Writer, overlay
 
@@ -96,9 +97,11 @@ def predict_video(
 
     ``cues`` (one list per second) are turned into ``([L, N_T, d_T], [L])`` features by
     ``encode_cues``, one window's cues at a time; both are required when the model takes text and
-    ignored otherwise.
+    ignored otherwise. On glibc it pins the process's mmap threshold
+    (:func:`teso.utils.memory.pin_mmap_threshold`): large buffers are returned to the OS when freed.
     """
     out_dir = Path(out_dir)
+    pin_mmap_threshold()  # per-window buffers go back to the OS: a flat peak over any length
     video = probe_input(source, audio)
     seconds = video.seconds
     model, extra = load_checkpoint(checkpoint, map_location=device)
