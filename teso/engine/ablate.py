@@ -12,7 +12,7 @@ from teso.engine.config import load_experiment
 from teso.engine.evaluate import evaluate_checkpoint, parse_conditions
 from teso.engine.trainer import RESUMABLE_CHANGES, Trainer, _diff
 from teso.errors import TesoError
-from teso.model.checkpoint import read_checkpoint_metadata
+from teso.model.checkpoint import commit_journal_path, read_checkpoint_metadata
 from teso.utils.files import atomic_write_json, atomic_write_text
 
 # row name -> (paper label, model.ablation overrides, paper MS3 mIoU for reference)
@@ -112,7 +112,9 @@ def run_ablations(
         if previous is None or previous.get("row_config") != key:
             if progress:
                 print(f"== {row}: {row_label(row)[0]} -> {run}")
-            trained = Trainer(exp, run, resume=last.is_file(), device=device, progress=progress).fit()
+            # A first save cut between its commit and its renames leaves only the journal: resume it.
+            resume = last.is_file() or commit_journal_path(last).is_file()
+            trained = Trainer(exp, run, resume=resume, device=device, progress=progress).fit()
             ckpt = trained.best or trained.last
             res = evaluate_checkpoint(
                 ckpt,

@@ -261,6 +261,7 @@ def train_model(
     from teso.data.avsbench import list_clips
     from teso.engine.config import load_experiment
     from teso.engine.trainer import Trainer
+    from teso.model.checkpoint import commit_journal_path
 
     train_clips = len(list_clips(root, ["v1m"], ["train"]))
     per_epoch = math.ceil(train_clips / plan.batch_size)
@@ -283,8 +284,10 @@ def train_model(
     )
     run = out / "models" / f"{name}-seed{seed}"
     last = run / "checkpoints" / "last.safetensors"
+    # A first save cut between its commit and its renames leaves only the journal: a run to resume.
+    resume = last.is_file() or commit_journal_path(last).is_file()
     t0 = time.perf_counter()
-    result = Trainer(exp, run, resume=last.is_file(), progress=progress).fit()
+    result = Trainer(exp, run, resume=resume, progress=progress).fit()
     if result.steps != plan.steps:
         raise TesoError(f"{run}: trained {result.steps} steps, the plan says {plan.steps}")
     frames = 5  # v1m clips have 5 one-second frames
