@@ -64,6 +64,7 @@ from teso.utils.files import (
     recover_together,
     replace_together,
 )
+from teso.utils.state_dict import shape_mismatches
 
 FORMAT_NAME = "teso-checkpoint"
 FORMAT_VERSION = 2
@@ -532,11 +533,7 @@ def _load_into(model: TeSO, path: Path, meta: Mapping[str, str], state: dict[str
             f"{path}: checkpoint does not match its config: missing keys {_few(missing)}, "
             f"unexpected keys {_few(unexpected)}{hint}"
         )
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if tuple(state[k].shape) != tuple(v.shape)
-    ]
+    wrong = shape_mismatches(state, expected)
     if wrong:
         raise TesoError(f"{path}: checkpoint tensors have wrong shapes: {_few(wrong)}")
     result = model.load_state_dict(state, strict=False)

@@ -25,10 +25,16 @@ def check_state_dict(
         raise TesoError(
             f"{where}: not {kind}; missing keys {missing or 'none'}, unexpected keys {unexpected or 'none'}"
         )
-    wrong = [
+    wrong = shape_mismatches(state, expected)
+    if wrong:
+        raise TesoError(f"{where}: {shapes}: {'; '.join(wrong)}")
+
+
+def shape_mismatches(state: Mapping, expected: Mapping) -> list[str]:
+    """``"key (saved shape) != (expected shape)"`` for every key of ``expected`` whose shapes differ
+    (every key must be in ``state``)."""
+    return [
         f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
         for k, v in expected.items()
         if tuple(state[k].shape) != tuple(v.shape)
     ]
-    if wrong:
-        raise TesoError(f"{where}: {shapes}: {'; '.join(wrong)}")
