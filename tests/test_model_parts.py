@@ -91,9 +91,14 @@ def test_adapter_starts_as_identity_and_learns_a_residual():
 
 
 # ----- SeDAM and the dynamic mask ------------------------------------------------------------------
-def _hand_made_sedam(dynamic: bool = True) -> SeDAM:
+def _hand_made_sedam(dynamic: bool = True, zero_padding: bool = False) -> SeDAM:
     """d = 4, one head, one layer, q/k projections = identity: ξ_i = F_T,i · F_AL,j / 2 averaged over j."""
-    sedam = SeDAM(4, SeDAMConfig(num_latents=2, num_layers=1, num_heads=1, ffn_dim=8), dynamic_mask=dynamic)
+    sedam = SeDAM(
+        4,
+        SeDAMConfig(num_latents=2, num_layers=1, num_heads=1, ffn_dim=8),
+        dynamic_mask=dynamic,
+        zero_padding=zero_padding,
+    )
     layer = sedam.layers[0]
     with torch.no_grad():
         for lin in (layer.q_proj, layer.k_proj):
@@ -125,6 +130,68 @@ def test_dynamic_mask_on_hand_made_inputs():
     # "(−) dynamic mask": only the padding is masked.
     no_dyn = _hand_made_sedam(dynamic=False)
     assert torch.equal(no_dyn(audio, text, valid).cue_keep, valid)
+
+
+def test_zero_padding_slots_are_zero_rows_that_face_the_mask_and_never_count_as_cues():
+    """``text.padding="zero"`` (paper §3.3, "pad with a zero matrix"): an empty slot is a zero F_T
+    row whatever its embedding held, it queries the audio, and Eq. 4 decides on it like on a cue;
+    REC#2 (``cue_keep``) still counts real cues only."""
+    e1 = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    audio = torch.stack([e1])
+    text = torch.stack([torch.stack([e1, -e1, 5 * e1, -e1])])  # slots 2, 3 are padding
+    valid = torch.tensor([[True, True, False, False]])
+    sedam = _hand_made_sedam(zero_padding=True)
+    with torch.no_grad():
+        for lin in (sedam.layers[0].q_proj, sedam.layers[0].k_proj):
+            lin.bias.fill_(0.5)  # a zero row's query is then the bias: ξ = (0.5·1)·(1 + 0.5·4) / 2 > 0
+    out = sedam(audio, text, valid)
+    # Padding content is ignored: slots 2 and 3 give one and the same ξ and token.
+    assert out.xi[0, 2] == out.xi[0, 3] and torch.equal(out.tokens[0, 2], out.tokens[0, 3])
+    assert out.xi[0, 2] > 0 and out.keep.tolist() == [[True, False, True, True]]
+    assert out.cue_keep.tolist() == [[True, False, False, False]]
+    masked = _hand_made_sedam(zero_padding=False)
+    masked.load_state_dict(sedam.state_dict())
+    assert masked(audio, text, valid).keep.tolist() == [[True, False, False, False]]
+    # Without the dynamic mask every slot takes part.
+    no_dyn = _hand_made_sedam(dynamic=False, zero_padding=True)
+    out = no_dyn(audio, text, valid)
+    assert out.keep.all() and torch.equal(out.cue_keep, valid)
+
+
+def test_mask_slots_cues_exempts_the_zero_rows_from_the_dynamic_mask():
+    """``sedam.mask_slots="cues"``: Eq. 4 judges the real cues only; a zero row (audio alone) is kept
+    even where its ξ is negative, and the soft mask leaves its logit untouched (bias 0)."""
+    e1 = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    audio = torch.stack([e1])
+    text = torch.stack([torch.stack([e1, -e1, e1, e1])])
+    valid = torch.tensor([[True, True, False, False]])
+    sedam = _hand_made_sedam(zero_padding=True)
+    sedam.mask_slots = "cues"
+    with torch.no_grad():
+        sedam.layers[0].q_proj.bias.fill_(-0.5)  # a zero row's ξ is then negative
+    sedam.eval()
+    out = sedam(audio, text, valid)
+    assert (out.xi[0, 2:] < 0).all()
+    assert out.keep.tolist() == [[True, False, True, True]]
+    assert out.cue_keep.tolist() == [[True, False, False, False]]
+    sedam.soft_mask = True
+    sedam.train()
+    bias = sedam(audio, text, valid).key_bias
+    assert bias[0, 2:].tolist() == [0.0, 0.0] and bias[0, 0] < 0 and bias[0, 1] < bias[0, 0]
+    sedam.mask_slots = "all"
+    assert sedam(audio, text, valid).key_bias[0, 2] < 0
+
+
+def test_config_without_text_padding_means_masked_slots():
+    """A checkpoint config saved before ``text.padding`` existed was trained with masked empty slots."""
+    config = get_variant("tiny")
+    assert config.text.padding == "zero"
+    data = config.to_dict()
+    del data["text"]["padding"]
+    assert TeSOConfig.from_dict(data).text.padding == "mask"
+    data["text"]["padding"] = "drop"
+    with pytest.raises(TesoError, match=r"text\.padding.*'mask' or 'zero'"):
+        TeSOConfig.from_dict(data)
 
 
 def test_sedam_single_modality_paths():

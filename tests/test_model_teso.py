@@ -439,6 +439,45 @@ def test_null_key_lets_a_frame_drop_every_cue():
     assert torch.equal(pmqs(queries, tokens, torch.zeros(1, 3, dtype=torch.bool)), queries)
 
 
+@pytest.mark.parametrize("padding", ["zero", "mask"])
+def test_a_frame_without_cues_hears_the_audio_only_with_zero_padding(padding):
+    """``text.padding="zero"``: a frame with no cue still has N_T zero slots that gather the audio, so
+    its masks change with the audio; ``"mask"``: such a frame is never prompted, so the audio cannot
+    reach it (the reason the masked reading stopped TeSO from listening on SynthAVS, docs/synthavs.md).
+    The padding's embedding content is ignored either way."""
+    config = _config()
+    config.text.padding = padding
+    config.ablation.dynamic_mask = False  # the zero slots are then surely kept: the test is the wiring
+    torch.manual_seed(0)
+    model = build_teso(config)
+    _wake(model)
+    model.eval()
+    frames, audio, text, _ = _inputs(t=2)
+    count = torch.tensor([[0, 2]])
+    muted = audio.clone()
+    muted[:, 0] = 0.0  # frame 0 only
+    other_pad = text.clone()
+    other_pad[:, 0] = 3.0  # frame 0 has no cue: all four slots are padding
+    with torch.no_grad():
+        ref = model(frames, audio, text, count)
+        heard = model(frames, muted, text, count).class_logits[0]
+        pad = model(frames, audio, other_pad, count).class_logits[0]
+    assert torch.equal(pad, ref.class_logits[0])
+    assert ref.cue_keep[0, 0].tolist() == [False] * 4 and ref.cue_keep[0, 1].tolist() == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert torch.equal(heard[1], ref.class_logits[0, 1])  # frames are prompted independently
+    change = (heard[0] - ref.class_logits[0, 0]).abs().max().item()
+    if padding == "zero":
+        # Measured 8e-3 with this seed; float32 rounding of the same arithmetic is ~1e-6.
+        assert change > 1e-3
+    else:
+        assert change == 0.0
+
+
 @pytest.mark.parametrize("output", ["attention", "residual"])
 def test_sedam_output_reading(output):
     """``attention``: F_AT = FC(LN(F_T + F~_AL)) with F~_AL the last attention output, a mix of the
@@ -503,10 +542,12 @@ def test_pmqs_ablation_masked_tokens_are_out_of_the_decoders_attention():
     """(−) PMQS appends the prompt tokens to the decoder's queries: a masked token must act as an
     absent one — the zeroed tokens of before still took part in self-attention."""
     config = _config(pmqs=False, dynamic_mask=False)  # keep = the real cues: 2 of 4 masked below
+    config.text.padding = "mask"  # (with "zero" the empty slots are audio tokens and take part)
     torch.manual_seed(0)
     model = build_teso(config).eval()
     _wake(model)
     short = _config(pmqs=False, dynamic_mask=False)
+    short.text.padding = "mask"
     short.text.num_cues = 2  # the same weights (cue count is no parameter shape), no padding tokens
     narrow = build_teso(short).eval()
     narrow.load_state_dict(model.state_dict())

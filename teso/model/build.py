@@ -59,7 +59,13 @@ def build_teso(config: TeSOConfig | str, load_pretrained: bool = True) -> TeSO:
     audio_encoder = AudioEncoder(config.audio, load_weights=load_pretrained) if w.audio else None
     audio_proj = Projection(config.audio.dim, d) if w.audio else None
     text_proj = Projection(config.text.dim, d) if w.text else None
-    sedam = SeDAM(d, config.sedam, dynamic_mask=w.dynamic_mask, soft_mask=w.soft_mask) if w.sedam else None
+    sedam = (
+        SeDAM(
+            d, config.sedam, dynamic_mask=w.dynamic_mask, soft_mask=w.soft_mask, zero_padding=w.zero_padding
+        )
+        if w.sedam
+        else None
+    )
     # The null key exists for the soft dynamic mask only (pmqs.py): it lets a frame drop every cue.
     pmqs = PMQS(d, config.pmqs, null_key=w.soft_mask) if w.pmqs else None
     criterion = TeSOLoss(config.loss, config.num_classes, infonce=w.infonce_in_loss)

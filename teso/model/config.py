@@ -74,6 +74,10 @@ class TextConfig:
 
     dim: int = 1024  # d_T: ImageBind text tower width; 384 for all-MiniLM-L6-v2
     num_cues: int = 4  # N_T: cues per frame; fewer are zero-padded, more truncated
+    # How an empty cue slot enters SeDAM's fusion: "mask" = removed from every attention (a frame
+    # with no cue is then never prompted by its audio); "zero" = a zero row of F_T (paper §3.3, "pad
+    # with a zero matrix") that queries the audio latents like a cue and faces the dynamic mask.
+    padding: str = "zero"
 
 
 @dataclass
@@ -95,6 +99,9 @@ class SeDAMConfig:
     # no gradient: the mask is set by initialisation and drift, docs/synthavs.md).
     mask_train: str = "soft"
     mask_temperature: float = 1.0  # τ of the soft mask (ξ units); the hard mask is its τ → 0 limit
+    # Which slots Eq. 4 may drop when empty slots are zero rows (text.padding="zero"): "all" = every
+    # slot, zero rows included; "cues" = the real cues only, the zero rows (audio alone) always kept.
+    mask_slots: str = "all"
     infonce_temperature: float = 0.1  # τ of the latent infoNCE (SPEC §3)
 
 
@@ -162,11 +169,16 @@ class TeSOConfig:
         """Build from ``to_dict()`` output; unknown or ill-typed keys raise TesoError naming the key.
 
         A config saved before ``sedam.output`` / ``sedam.mask_train`` existed was trained with the
-        residual-stream output and the hard mask: those are what its missing keys mean, not today's
-        defaults (which would rebuild another architecture than its weights)."""
+        residual-stream output and the hard mask, one saved before ``text.padding`` with masked empty
+        slots: those are what its missing keys mean, not today's defaults (which would rebuild another
+        model than its weights were trained as)."""
         sedam = data.get("sedam") if isinstance(data, dict) else None
         if isinstance(sedam, dict) and "output" not in sedam:
             data = dict(data, sedam={"output": "residual", "mask_train": "hard", **sedam})
+        text = data.get("text") if isinstance(data, dict) else None
+        if isinstance(text, dict) and "padding" not in text:
+            # Saved before text.padding existed: its empty slots were masked.
+            data = dict(data, text={**text, "padding": "mask"})
         config = _from_dict(cls, data, "config")
         config.validate()
         return config
@@ -201,6 +213,8 @@ class TeSOConfig:
             raise TesoError(f"config audio.dim: VGGish gives 128-d embeddings, got {self.audio.dim}")
         if self.text.dim < 1 or self.text.num_cues < 1:
             raise TesoError("config text.dim / text.num_cues: expected >= 1")
+        if self.text.padding not in ("mask", "zero"):
+            raise TesoError(f"config text.padding: expected 'mask' or 'zero', got {self.text.padding!r}")
         s = self.sedam
         if s.num_latents < 1 or s.num_layers < 1 or v.hidden_dim % s.num_heads:
             raise TesoError("config sedam: num_latents, num_layers >= 1 and hidden_dim % num_heads == 0")
@@ -210,6 +224,8 @@ class TeSOConfig:
             raise TesoError(f"config sedam.output: expected 'attention' or 'residual', got {s.output!r}")
         if s.mask_train not in ("soft", "hard"):
             raise TesoError(f"config sedam.mask_train: expected 'soft' or 'hard', got {s.mask_train!r}")
+        if s.mask_slots not in ("all", "cues"):
+            raise TesoError(f"config sedam.mask_slots: expected 'all' or 'cues', got {s.mask_slots!r}")
         if s.mask_temperature <= 0:
             raise TesoError("config sedam.mask_temperature: expected > 0")
         if s.infonce_temperature <= 0:

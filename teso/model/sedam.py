@@ -11,8 +11,10 @@ Per frame (N = B·T frames, d = the foundation's query width):
     ξ_i                = mean over heads and keys of the scaled scores q_i·k_j / sqrt(d_head) of the
                          first cross-modal layer (``mask_layer="first"``: the layer that compares F_T
                          with F_AL directly, Eq. 3) or of the last one (``"last"``)
-    keep_i             = valid_i and ξ_i > 0   (Eq. 4; padding cues never kept)
-    key_bias_i         = log σ(ξ_i / τ) while training with ``mask_train="soft"`` (−∞ for padding):
+    keep_i             = slot_i and ξ_i > 0   (Eq. 4); slot_i = a real cue, or any slot with
+                         ``zero_padding`` (an empty slot is then a zero F_T row that queries the
+                         audio like a cue: paper §3.3, "pad with a zero matrix")
+    key_bias_i         = log σ(ξ_i / τ) while training with ``mask_train="soft"`` (−∞ off the slots):
                          the differentiable stand-in for Eq. 4 that PMQS adds to its attention
                          logits, so that ξ learns which cues the audio supports
 """
@@ -106,12 +108,19 @@ class SeDAM(nn.Module):
     """Latent audio features, cross-modal fusion with the cues, output FC(LN(·)), dynamic mask."""
 
     def __init__(
-        self, dim: int, config: SeDAMConfig, dynamic_mask: bool = True, soft_mask: bool | None = None
+        self,
+        dim: int,
+        config: SeDAMConfig,
+        dynamic_mask: bool = True,
+        soft_mask: bool | None = None,
+        zero_padding: bool = False,
     ) -> None:
         """``dynamic_mask``: apply Eq. 4; ``soft_mask``: also return the soft mask while training
         (None = whenever the dynamic mask is on and ``config.mask_train`` is "soft"; ``build_teso``
-        passes ``Wiring.soft_mask``, False where nothing reads it)."""
+        passes ``Wiring.soft_mask``, False where nothing reads it); ``zero_padding``: empty cue slots
+        are zero F_T rows that take part in the fusion and the mask (``text.padding="zero"``)."""
         super().__init__()
+        self.zero_padding = zero_padding
         self.dim = dim
         self.num_latents = config.num_latents
         self.mask_layer = config.mask_layer
@@ -121,6 +130,7 @@ class SeDAM(nn.Module):
             soft_mask = dynamic_mask and config.mask_train == "soft"
         self.soft_mask = soft_mask
         self.mask_temperature = config.mask_temperature
+        self.mask_slots = config.mask_slots
         self.latent_proj = nn.Linear(dim, config.num_latents * dim)
         last = config.num_layers - 1 if self.output == "attention" else -1
         self.layers = nn.ModuleList(
@@ -158,6 +168,12 @@ class SeDAM(nn.Module):
             tokens = self.out_fc(self.out_norm(text))
             return SeDAMOutput(tokens, valid.clone(), valid.clone(), None, None)
         lat = self.latents(audio)
+        if self.zero_padding:
+            # The projection maps a zero embedding to its biases; the paper's zero matrix is F_T itself.
+            text = text * valid[..., None].to(text.dtype)
+            slots = torch.ones_like(valid)
+        else:
+            slots = valid
         x = text
         all_scores = []
         for layer in self.layers:
@@ -167,16 +183,23 @@ class SeDAM(nn.Module):
         tokens = self.out_fc(self.out_norm(text + fused))
         chosen = all_scores[0] if self.mask_layer == "first" else all_scores[-1]
         xi = chosen.mean(dim=(1, 3))
-        keep = dynamic_keep(xi, valid) if self.dynamic_mask else valid.clone()
+        # With mask_slots="cues" the zero rows are exempt: the mask judges text cues, not the audio.
+        exempt = (
+            slots & ~valid if self.zero_padding and self.mask_slots == "cues" else torch.zeros_like(valid)
+        )
+        keep = dynamic_keep(xi, slots) | exempt if self.dynamic_mask else slots.clone()
         key_bias = None
         if self.soft_mask and self.training:
-            soft = F.logsigmoid(xi / self.mask_temperature)
-            key_bias = soft.masked_fill(~valid, float("-inf"))
-        return SeDAMOutput(tokens, keep, keep.clone(), lat, xi, key_bias)
+            soft = F.logsigmoid(xi / self.mask_temperature).masked_fill(exempt, 0.0)
+            key_bias = soft.masked_fill(~slots, float("-inf"))
+        # REC#2 counts real cues only: a kept zero slot is audio, not a recognised object.
+        return SeDAMOutput(tokens, keep, keep & valid, lat, xi, key_bias)
 
 
 def dynamic_keep(xi: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Eq. 4 as a boolean keep mask: cue i is kept iff it is a real cue and ξ_i > 0. [N, N_T] -> [N, N_T]."""
+    """Eq. 4 as a boolean keep mask: slot i is kept iff it takes part (``valid``) and ξ_i > 0.
+
+    ``xi``, ``valid`` [N, N_T] -> [N, N_T] bool."""
     return valid & (xi > 0)
 
 

@@ -1,9 +1,10 @@
 """What each ablation row of the paper's Table 5 wires: one frozen dataclass, resolved once from the config.
 
-``resolve_wiring(config)`` reads ``config.ablation`` (and ``sedam.mask_train``) and says, for the
-model as built, which prompt tokens exist, how they are made, how they reach the queries, whether
-the dynamic mask applies and whether infoNCE is computed and added to the loss. ``build_teso``
-builds exactly the parts it names and ``TeSO.decode`` follows it; nothing else decides the wiring.
+``resolve_wiring(config)`` reads ``config.ablation`` (and ``sedam.mask_train``, ``text.padding``) and
+says, for the model as built, which prompt tokens exist, how they are made, how they reach the
+queries, whether the dynamic mask applies and whether infoNCE is computed and added to the loss.
+``build_teso`` builds exactly the parts it names and ``TeSO.decode`` follows it; nothing else decides
+the wiring.
 
 The rows (``docs/model.md`` has the same table; ``tests/test_wiring.py`` checks all eight):
 
@@ -21,7 +22,8 @@ TeSO              yes    yes    fused        pmqs    yes           yes         i
 ================  =====  =====  ===========  ======  ============  ==========  =========
 
 Token kinds (all [N, K, d], N = B·T frames):
-- ``fused``: SeDAM's F_AT = FC(LN(F_T + F~_AL)), the N_T cues fused with the N_L audio latents;
+- ``fused``: SeDAM's F_AT = FC(LN(F_T + F~_AL)), the N_T cues fused with the N_L audio latents
+  (with ``text.padding="zero"`` an empty slot is a zero F_T row: its token is audio only);
 - ``latents``: SeDAM's FC(LN(F_AL)), the N_L latents alone (audio-only prompting), all kept;
 - ``cues``: SeDAM's FC(LN(F_T)), the projected cues alone, padding masked;
 - ``projected``: no SeDAM, the projected cues (padding masked) and one projected audio token (kept);
@@ -63,6 +65,7 @@ class Wiring:
     soft_mask: bool  # training relaxes Eq. 4 to log σ(ξ/τ) in PMQS's logits, with a null key
     latents: bool  # N_L latent audio features exist, so infoNCE is computed (and reported)
     infonce_in_loss: bool  # infoNCE is added to the loss
+    zero_padding: bool = False  # empty cue slots are zero F_T rows that query the audio (fused tokens only)
 
     @property
     def sedam(self) -> bool:
@@ -79,7 +82,7 @@ class Wiring:
         return (
             f"{self.row}: audio={self.audio} text={self.text} tokens={self.tokens} prompt={self.prompt} "
             f"dynamic_mask={self.dynamic_mask} soft_mask={self.soft_mask} latents={self.latents} "
-            f"infonce_in_loss={self.infonce_in_loss}"
+            f"infonce_in_loss={self.infonce_in_loss} zero_padding={self.zero_padding}"
         )
 
 
@@ -113,4 +116,6 @@ def resolve_wiring(config: TeSOConfig) -> Wiring:
         soft_mask=soft_mask,
         latents=latents,
         infonce_in_loss=latents and ab.infonce,
+        # A zero slot carries nothing but what it gathers from the audio: only SeDAM's fusion has that.
+        zero_padding=tokens == "fused" and config.text.padding == "zero",
     )
