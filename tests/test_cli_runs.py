@@ -183,6 +183,8 @@ def test_ablate_trains_evaluates_resumes_and_refuses_stale_rows(tree, tmp_path):
             {} if row == "teso" else {"text": False}
         )
     assert table["no-text"]["conditions"]["normal"]["cues_kept"] is None  # no text, no cues
+    # The audio-only prompt keeps every latent: no frame decodes as the visual-only model.
+    assert all(c["unprompted"] == 0.0 for c in table["no-text"]["conditions"].values())
 
     # the same command again: every row is finished, nothing is retrained or re-evaluated
     before = state()

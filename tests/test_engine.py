@@ -300,7 +300,10 @@ class _FixedMaps(torch.nn.Module):
             return self.maps[frame][None].clone()  # [N_C = 1, H, W]
 
         return SimpleNamespace(
-            probs_at=probs_at, frame_probs_at=frame_probs_at, cue_keep=torch.zeros(b, t, 0, dtype=torch.bool)
+            probs_at=probs_at,
+            frame_probs_at=frame_probs_at,
+            cue_keep=torch.zeros(b, t, 0, dtype=torch.bool),
+            prompt_keep=None,  # a visual-only stand-in: nothing prompts
         )
 
 

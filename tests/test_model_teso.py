@@ -471,6 +471,15 @@ def test_a_frame_without_cues_hears_the_audio_only_with_zero_padding(padding):
     ]
     assert torch.equal(heard[1], ref.class_logits[0, 1])  # frames are prompted independently
     change = (heard[0] - ref.class_logits[0, 0]).abs().max().item()
+    slots = ref.prompt_keep[0].tolist()
+    assert slots[1] == ([True] * 4 if padding == "zero" else [True, True, False, False])
+    if padding == "mask":  # nothing prompts frame 0: it decodes as the visual-only foundation
+        assert slots[0] == [False] * 4
+        with torch.no_grad():
+            plain = model.foundation.decode(model.encode_visual(frames))[0][-1]
+        assert torch.equal(ref.class_logits[0, 0], plain[0])
+    else:
+        assert slots[0] == [True] * 4
     if padding == "zero":
         # Measured 8e-3 with this seed; float32 rounding of the same arithmetic is ~1e-6.
         assert change > 1e-3

@@ -47,6 +47,7 @@ METRICS = (
     "fg_rate",
     "cues_kept",
     "all_cues_masked",
+    "unprompted",
 )
 
 
@@ -523,8 +524,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Table 4: audio control",
         "",
         "| model | audio | mIoU | F | Δm | Δf | mIoU (non-empty GT) | preference rate | foreground share "
-        "| cues kept | frames with all cues masked |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cues kept | frames with all cues masked | frames unprompted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, conds in report["table4"].items():
         for cond, r in conds.items():
@@ -536,7 +537,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"model can score is the all-empty prediction: mIoU {_pct(report['mute_floor_miou'])} %. "
         "Preference rate: share of the pixels of visible but silent audible objects segmented as "
         "sounding (lower = less segmentation preference). Foreground share: share of all pixels predicted "
-        "sounding.",
+        "sounding. Frames unprompted: no prompt token (cue, zero slot or audio token) reached the queries, "
+        "so the frame decodes as the visual-only model.",
         "",
         "## Table 3: cue sources",
         "",

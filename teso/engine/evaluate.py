@@ -108,6 +108,8 @@ class ConditionMeters:
     cues_kept: list[float] = field(default_factory=list)
     # uid -> per frame, one bool per real cue slot (padding left out): what the dynamic mask kept.
     kept: dict[str, list[list[bool]]] = field(default_factory=dict)
+    # One bool a frame: no prompt token reached the queries (the frame decodes as the visual-only model).
+    unprompted: list[bool] = field(default_factory=list)
 
     def merge(self, other: ConditionMeters) -> None:
         self.binary.merge(other.binary)
@@ -117,6 +119,7 @@ class ConditionMeters:
             self.semantic.merge(other.semantic)
         self.cues_kept += other.cues_kept
         self.kept.update(other.kept)
+        self.unprompted += other.unprompted
 
 
 def _new_meters(num_classes: int, batch_clips: int, threshold: float) -> ConditionMeters:
@@ -190,7 +193,9 @@ def evaluate(
     (share of pixels predicted sounding), pref_rate (share of visible-but-silent audible pixels
     predicted sounding; None without SynthAVS truth), delta_m / delta_f (relative drops against
     normal), by_mode (batch-independent variants), cues_kept (share of real cues the dynamic mask
-    kept), all_cues_masked (share of frames with cues whose cues it dropped all), kept_by_frame
+    kept), all_cues_masked (share of frames with cues whose cues it dropped all), unprompted (share
+    of frames where no prompt token at all reached the queries, zero slots and audio tokens
+    included: those frames decode as the visual-only model; None without prompts), kept_by_frame
     ({uid: per frame one bool per real cue}, for REC#2), per_clip ({uid: {miou, fscore, num_frames,
     num_nonempty_frames}}: each clip scored alone) and, for semantic models, semantic_miou /
     semantic_fscore.
@@ -256,6 +261,8 @@ def evaluate(
                 m.foreground.update(fg)
                 if have_truth:
                     m.preference.update(fg, silent[j])
+            if out.prompt_keep is not None:
+                m.unprompted += (~out.prompt_keep.any(-1)).reshape(-1).tolist()
             if text is not None and count is not None:
                 valid = slot_count(count, cfg.text.num_cues).sum().item()
                 if valid:
@@ -300,6 +307,7 @@ def _summarise(
             "pref_rate": m.preference.compute()["preference_rate"] if have_truth else None,
             "cues_kept": (sum(m.cues_kept) / len(m.cues_kept)) if m.cues_kept else None,
             "all_cues_masked": _all_masked_share(m.kept),
+            "unprompted": (sum(m.unprompted) / len(m.unprompted)) if m.unprompted else None,
             "kept_by_frame": m.kept or None,
             "per_clip": m.binary.per_clip(),
             "by_mode": b["by_mode"],

@@ -24,8 +24,8 @@ class TeSOOutput:
 
     ``decoded`` [B, T] bool, or None when every frame was decoded. ``TeSO.forward(...,
     annotated_only=True)`` runs the visual network on the annotated frames only: the per-frame
-    fields (logits, ``aux``, ``cue_keep``, ``xi``) then hold just the N_a frames ``decoded`` marks,
-    as [1, N_a, ...] in (clip, frame) order; ``infonce`` still covers every frame.
+    fields (logits, ``aux``, ``cue_keep``, ``xi``, ``prompt_keep``) then hold just the N_a frames
+    ``decoded`` marks, as [1, N_a, ...] in (clip, frame) order; ``infonce`` still covers every frame.
     """
 
     class_logits: torch.Tensor
@@ -36,6 +36,7 @@ class TeSOOutput:
     xi: torch.Tensor | None = None
     losses: dict[str, torch.Tensor] | None = None
     decoded: torch.Tensor | None = None
+    prompt_keep: torch.Tensor | None = None
 
     @staticmethod
     def _combine(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:

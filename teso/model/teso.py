@@ -209,6 +209,7 @@ class TeSO(nn.Module):
             aux=[(split(c), split(m)) for c, m in zip(class_logits[:-1], mask_logits[:-1])],
             xi=None if xi is None else split(xi),
             decoded=decoded,
+            prompt_keep=None if keep is None else split(keep),
         )
         if targets is not None:
             result.losses = self._losses(class_logits, mask_logits, targets, infonce, b, t, decoded)
