@@ -18,6 +18,7 @@ TINY = DemoPlan(
     steps=3,
     batch_size=2,
     seeds=(0, 1),
+    threads=1,  # the suite's own thread count (conftest): run_demo sets it for the process
 )
 
 
@@ -45,7 +46,7 @@ def test_every_compared_run_trains_the_same_steps_on_frozen_foundations(demo):
 
 
 def test_tables_hold_every_condition_source_and_a_verdict(demo):
-    _, report = demo
+    out, report = demo
     t4 = report["table4"]
     for name in ("teso", "av_baseline", "visual_only"):
         assert set(t4[name]) == {"normal", "mute", "wgn10", "wgn40"}
@@ -54,6 +55,9 @@ def test_tables_hold_every_condition_source_and_a_verdict(demo):
     assert report["table3"]["oracle"]["rec1"] == 1.0  # the truth recognises itself
     assert 0.0 <= report["mute_floor_miou"] <= 1.0
     assert report["verdict"].startswith("Verdict: TeSO with reasoned cues")
+    n = report["numerics"]
+    assert n["threads"] == 1 and set(n["env"]) == {"ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
+    assert ("CPU numerics pinned" if n["pinned"] else "not pinned") in (out / "report.md").read_text()
 
 
 def test_the_same_seed_twice_gives_identical_numbers(demo, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from teso.errors import TesoError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -41,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--audio", default=None, help="audio conditions for each row (default: the config's eval.audio)"
     )
     a.add_argument("--device", default="auto")
+    a.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="pin the CPU numerics as teso demo does (AVX2 kernels, --threads intra-op threads), so one "
+        "seed gives one set of numbers on any x86-64 CPU; writes OUT/numerics.json",
+    )
+    a.add_argument("--threads", type=int, default=2, help="intra-op threads with --reproducible (default 2)")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_ablate)
 
@@ -66,6 +75,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
+    numerics = None
+    if args.reproducible:
+        from teso.utils.numerics import pin_numerics
+
+        if args.threads < 1:
+            raise TesoError(f"--threads: expected >= 1, got {args.threads}")
+        numerics = pin_numerics(args.threads)  # before the engine imports torch
     from teso.engine.ablate import ABLATIONS, CUE_ROWS, run_ablations
     from teso.engine.distributed import cleanup
 
@@ -73,6 +89,11 @@ def _ablate(args: argparse.Namespace) -> int:
     if rows == ["all"]:
         rows = [*ABLATIONS, *CUE_ROWS]
     out = args.out or Path("runs") / f"ablate-{Path(args.config).stem}"
+    if numerics is not None:
+        from teso.utils.files import atomic_write_json
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "numerics.json", numerics)
     try:
         table = run_ablations(
             args.config,

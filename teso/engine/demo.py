@@ -60,6 +60,7 @@ class DemoPlan:
     steps: int  # optimiser steps of every compared model: equal budgets, never wall-clock
     batch_size: int  # clips a step
     seeds: tuple[int, ...]  # training seeds of TeSO and the AV baseline (the visual-only model: the first)
+    threads: int = 2  # intra-op threads, fixed: sums then run in one order on any core count
 
 
 # Foundation steps: docs/engine.md's measurement (96 px, 800 / 600 steps: all-object mIoU 0.34,
@@ -105,6 +106,11 @@ def run_demo(
     out = Path(out)
     plan = plan or (QUICK if quick else FULL)
     plan = replace(plan, seeds=tuple(seed + s for s in plan.seeds))
+    from teso.utils.numerics import pin_numerics
+
+    # The kernels' instruction set is pinned only if torch was not imported yet (the CLI does it
+    # first); the report records what was in effect either way.
+    numerics = pin_numerics(plan.threads)
     start = time.perf_counter()
     timings: dict[str, float] = {}
     root = out / "synthavs"
@@ -191,7 +197,7 @@ def run_demo(
     t0 = time.perf_counter()
     _say("[7/7] report", progress)
     report = write_report(
-        out, plan, quick, results, trained, table3, rec1, foundations, pred, timings, start, root
+        out, plan, quick, results, trained, table3, rec1, foundations, pred, timings, start, root, numerics
     )
     stage("report", t0)
     _say(report["verdict"], progress)
@@ -457,6 +463,7 @@ def write_report(
     timings: dict[str, float],
     start: float,
     root: Path,
+    numerics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from teso.engine.report import bar_chart, overlay_grid
 
@@ -489,10 +496,19 @@ def write_report(
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "settings": "SynthAVS v1m test split; AVSBench metrics at the SynthAVS resolution, threshold 0.5, "
         "F in batches of 4 clips",
+        "numerics": numerics,
     }
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
+
+
+def _numerics_line(report: dict[str, Any]) -> str:
+    n = report.get("numerics")
+    if not n:
+        return ""
+    how = "pinned" if n["pinned"] else "not pinned (numbers may differ on another CPU)"
+    return f"CPU numerics {how}: {n['threads']} threads, {n['aten_cpu_capability']} kernels."
 
 
 def _pm(s: dict[str, Any] | None, scale: float = 100.0) -> str:
@@ -514,7 +530,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# teso demo report" + (quick if report["quick"] else ""),
         "",
-        f"{report['date']}, total {report['total_s']:.0f} s. {report['settings']}.",
+        f"{report['date']}, total {report['total_s']:.0f} s. {report['settings']}. {_numerics_line(report)}",
         f"Every model: {plan['steps']} optimiser steps of {plan['batch_size']} clips, image side "
         f"{plan['image_size']} px, on frozen foundations pre-trained on this SynthAVS. TeSO and the AV "
         f"baseline: seeds {', '.join(map(str, seeds))} (mean ± sd); visual only: seed {seeds[0]}.",
