@@ -81,6 +81,39 @@ def test_resume_refuses_a_changed_config_and_a_reused_directory(tree, trained):
         Trainer(same, trained, progress=False).fit()
 
 
+def test_resume_after_a_default_changed_continues_the_stored_model(tree, tmp_path, monkeypatch, capsys):
+    """The same experiment resolves to another model when teso's defaults change between the start
+    of a run and its resume (here: ``text.padding``). The resume continues the model the checkpoint
+    holds, says so, and ends with that model; ``teso ablate`` refuses such a row instead of mixing
+    it into a table with rows trained under the new defaults."""
+    import teso.engine.ablate as ablate_mod
+    import teso.engine.trainer as trainer_mod
+    from teso.model import load_checkpoint
+
+    over = fast_overrides(tree, **{"train.max_steps": "2"})
+    run = tmp_path / "ablate" / "teso"
+    Trainer(load_experiment("synth", over), run, progress=False).fit()  # today's default: zero rows
+    real = trainer_mod.model_config_for
+
+    def old_defaults(exp):  # as if the run had started under the other default
+        config = real(exp)
+        config.text.padding = "mask"
+        return config
+
+    monkeypatch.setattr(trainer_mod, "model_config_for", old_defaults)
+    resumed = load_experiment("synth", fast_overrides(tree, **{"train.max_steps": "3"}))
+    assert Trainer(resumed, run, resume=True, progress=False).fit().steps == 3
+    assert "text.padding as it was trained" in capsys.readouterr().out
+    model, _ = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert model.config.text.padding == "zero"
+
+    monkeypatch.setattr(ablate_mod, "model_config_for", old_defaults)
+    with pytest.raises(
+        TesoError, match=r"row 'teso' was trained as another model \(differs in text\.padding"
+    ):
+        ablate_mod.run_ablations("synth", over, tmp_path / "ablate", rows=["teso"], progress=False)
+
+
 def test_epoch_batches_are_deterministic_sharded_and_complete():
     a = epoch_batches(10, 2, seed=1, epoch=3)
     assert a == epoch_batches(10, 2, seed=1, epoch=3) and a != epoch_batches(10, 2, seed=1, epoch=4)

@@ -24,7 +24,8 @@ torch.manual_seed(0)
 x = torch.randn(16, 129, 96)
 conv = torch.nn.Conv2d(3, 8, 3)
 outs = [x.softmax(-1), x @ torch.randn(96, 50), conv(torch.randn(2, 3, 32, 32)), torch.nn.functional.gelu(x)]
-print(json.dumps([hashlib.sha256(o.detach().numpy().tobytes()).hexdigest() for o in outs]))
+hashes = [hashlib.sha256(o.detach().numpy().tobytes()).hexdigest() for o in outs]
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "hashes": hashes}))
 """
 
 
@@ -50,9 +51,47 @@ def test_pinning_before_torch_is_imported_takes_effect():
 
 @x86_only
 def test_pinning_in_process_equals_pinning_at_launch_bit_for_bit():
-    in_process = _run("from teso.utils.numerics import pin_numerics; pin_numerics(1)\n" + _PROBE, {})
-    at_launch = _run("import torch; torch.set_num_threads(1)\n" + _PROBE, dict(PINNED_ENV))
-    assert in_process == at_launch
+    in_process = json.loads(
+        _run("from teso.utils.numerics import pin_numerics; pin_numerics(1)\n" + _PROBE, {})
+    )
+    at_launch = json.loads(_run("import torch; torch.set_num_threads(1)\n" + _PROBE, dict(PINNED_ENV)))
+    assert in_process == at_launch and in_process["capability"] == "AVX2"
+    unpinned = json.loads(_run("import torch; torch.set_num_threads(1)\n" + _PROBE, {}))
+    if unpinned["capability"] != "AVX2":  # an AVX-512 host: the pinning must change these kernels' bits
+        assert unpinned["hashes"] != in_process["hashes"]
+
+
+_CLI = """
+import json, sys
+from teso.cli.main import main
+try:
+    main({argv!r})
+except SystemExit:
+    pass
+from teso.utils.numerics import numerics_record
+print(json.dumps(numerics_record()))
+"""
+
+
+def test_building_the_cli_parser_does_not_import_torch():
+    # Otherwise nothing could be pinned before torch loads.
+    code = "import sys\nfrom teso.cli.main import build_parser\nbuild_parser()\nprint('torch' in sys.modules)"
+    assert _run(code, {}) == "False"
+
+
+@x86_only
+@pytest.mark.parametrize(
+    ("argv", "pinned"),
+    [
+        (["demo", "--help"], True),
+        (["ablate", "synth", "--reproducible", "--help"], True),
+        (["ablate", "synth", "--help"], False),
+    ],
+)
+def test_the_cli_pins_for_demo_and_reproducible_ablate_only(argv, pinned):
+    record = json.loads(_run(_CLI.format(argv=argv), {}))
+    assert record["pinned"] is pinned
+    assert (record["env"] == PINNED_ENV) is pinned
 
 
 @x86_only

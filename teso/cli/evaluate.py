@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from teso.engine.evaluate import condition_help
+    from teso.engine.conditions import condition_help
 
     p = sub.add_parser("eval", help="evaluate a checkpoint under audio controls (mIoU, F, drops, preference)")
     p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by teso train")

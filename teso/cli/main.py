@@ -25,7 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pins_numerics(argv: list[str]) -> bool:
+    """``teso demo`` and ``teso ablate --reproducible`` compare numbers across machines."""
+    return bool(argv) and (argv[0] == "demo" or (argv[0] == "ablate" and "--reproducible" in argv))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _pins_numerics(argv):
+        from teso.utils.numerics import pin_numerics
+
+        pin_numerics()  # before anything imports torch: the kernels' instruction set (threads: later)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

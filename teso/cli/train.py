@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pin the CPU numerics as teso demo does (AVX2 kernels, --threads intra-op threads), so one "
         "seed gives one set of numbers on any x86-64 CPU; writes OUT/numerics.json",
     )
-    a.add_argument("--threads", type=int, default=2, help="intra-op threads with --reproducible (default 2)")
+    a.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads with --reproducible (default 2)"
+    )
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_ablate)
 
@@ -76,12 +78,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     numerics = None
+    if args.threads is not None and not args.reproducible:
+        raise TesoError("--threads: only with --reproducible (otherwise torch picks the thread count)")
     if args.reproducible:
         from teso.utils.numerics import pin_numerics
 
-        if args.threads < 1:
-            raise TesoError(f"--threads: expected >= 1, got {args.threads}")
-        numerics = pin_numerics(args.threads)  # before the engine imports torch
+        threads = 2 if args.threads is None else args.threads
+        if threads < 1:
+            raise TesoError(f"--threads: expected >= 1, got {threads}")
+        numerics = pin_numerics(threads)  # teso.cli.main pinned the kernels before torch was imported
     from teso.engine.ablate import ABLATIONS, CUE_ROWS, run_ablations
     from teso.engine.distributed import cleanup
 

@@ -1,7 +1,8 @@
 """The model's cue slots: how each frame's cues become N_T (``text.num_cues``) slots — the one rule.
 
 A frame with ``n`` cues fills ``min(n, N_T)`` slots, with its **first** cues in the reasoner's
-order; the other slots are zero padding the model masks out. :func:`slot_count` is that rule;
+order; the other slots are zero padding (the model's ``text.padding``: zero rows that hear the
+audio, or removed). :func:`slot_count` is that rule;
 :func:`seen_cues` applies it to cue words (REC#1/#2, ``teso predict``'s summary, the feature writer)
 and :func:`fit_cue_slots` to cue embeddings (the model's input, ``pack_cues``), so the words scored
 and shown are exactly the rows the model reads.

@@ -10,7 +10,7 @@ import yaml
 
 from teso.engine.config import load_experiment
 from teso.engine.evaluate import evaluate_checkpoint, parse_conditions
-from teso.engine.trainer import RESUMABLE_CHANGES, Trainer, _diff
+from teso.engine.trainer import RESUMABLE_CHANGES, Trainer, _diff, model_config_for
 from teso.errors import TesoError
 from teso.model.checkpoint import commit_journal_path, read_checkpoint_metadata
 from teso.utils.files import atomic_write_json, atomic_write_text
@@ -79,8 +79,10 @@ def run_ablations(
     for row in rows:  # check every row before training any, so a refusal costs nothing
         exp = load_experiment(config, overrides + row_overrides(row))
         run = out / row
+        model = model_config_for(exp).to_dict()
         key = {
             "experiment": json.loads(json.dumps(exp.to_dict())),  # tuples -> lists, as JSON reads back
+            "model": json.loads(json.dumps(model)),  # the resolved model: teso's defaults can change
             "audio": parse_conditions(audio or list(exp.eval.audio)),
         }
         result_path = run / "eval-test.json"
@@ -98,7 +100,14 @@ def run_ablations(
                     f"{', '.join('.'.join(k) for k in changed)}); its result would be stale. Use another "
                     f"--out, or delete {run} to retrain it"
                 )
-            _, extra = read_checkpoint_metadata(last)
+            trained_as, extra = read_checkpoint_metadata(last)
+            other = _diff(trained_as.to_dict(), model)
+            if other:
+                raise TesoError(
+                    f"{run}: row {row!r} was trained as another model (differs in "
+                    f"{', '.join('.'.join(k) for k in other)}: teso's defaults changed since); its result "
+                    f"would not match rows trained now. Use another --out, or delete {run} to retrain it"
+                )
             t = exp.train
             if (t.max_steps and extra.get("step", 0) > t.max_steps) or extra.get("epoch", 0) > t.epochs:
                 raise TesoError(

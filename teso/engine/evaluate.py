@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from PIL import Image
 from teso.audio import mute, per_second_examples, white_noise
 from teso.cues.slots import slot_count
 from teso.data.avsbench import SAMPLE_RATE, collate, detect_layout
+from teso.engine.conditions import NOISE as _NOISE
+from teso.engine.conditions import condition_help, parse_conditions
 from teso.engine.data import ClipDataset
 from teso.engine.distributed import DistInfo, all_gather_objects
 from teso.errors import TesoError
@@ -32,27 +33,6 @@ from teso.metrics import (
 from teso.model import TeSO
 from teso.model.postprocess import sounding_maps
 from teso.model.preprocess import preprocess_frames
-
-_NOISE = re.compile(r"^(wgn|snr)(-?\d+(?:\.\d+)?)$")
-
-
-def condition_help() -> str:
-    return (
-        "normal = the clip's audio; mute = all-zero waveform; wgnN = white Gaussian noise only at N dB "
-        "below the clip's power (paper Table 4 'WGN'); snrN = the clip's audio plus noise at N dB SNR"
-    )
-
-
-def parse_conditions(spec: str | Sequence[str]) -> list[str]:
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    for name in names:
-        if name not in ("normal", "mute") and not _NOISE.match(name):
-            raise TesoError(f"--audio: unknown condition {name!r}; {condition_help()}")
-    if not names:
-        raise TesoError(f"--audio: no condition given; {condition_help()}")
-    if "normal" not in names:
-        names.insert(0, "normal")  # the drops are relative to normal audio
-    return list(dict.fromkeys(names))
 
 
 def perturb(waveform: torch.Tensor, condition: str, seed: int) -> torch.Tensor:

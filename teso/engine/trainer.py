@@ -137,6 +137,16 @@ class Trainer:
         self.model_config = model_config_for(exp)
 
     # ----- setup ----------------------------------------------------------------------------------
+    def _adopt_checkpoint_model_config(self) -> None:
+        """Same experiment, other model: teso's defaults changed since the run began (e.g.
+        ``text.padding``). Resuming continues the model the checkpoint holds, and says so."""
+        cfg, _ = read_checkpoint_metadata(self.last_path)
+        differs = _diff(cfg.to_dict(), self.model_config.to_dict())
+        if differs and self.info.is_main:
+            names = ", ".join(".".join(k) for k in differs)
+            print(f"--resume: continuing the model stored in {self.last_path} ({names} as it was trained)")
+        self.model_config = cfg
+
     def _prepare_run_dir(self) -> None:
         cfg_path = self.run_dir / "config.yaml"
         current = json.loads(json.dumps(self.exp.to_dict()))  # tuples -> lists, as YAML reads them back
@@ -159,6 +169,7 @@ class Trainer:
                         f"--resume: the config differs from {cfg_path} in {names}; resume with the same "
                         "config (only train.epochs / max_steps / max_minutes may change) or use a new --out"
                     )
+                self._adopt_checkpoint_model_config()
         elif self.last_path.is_file():
             raise TesoError(
                 f"{self.run_dir} already holds a run ({self.last_path}); pass --resume to continue it "

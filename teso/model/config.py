@@ -134,7 +134,7 @@ class AblationConfig:
     """Switches for the rows of SPEC §8, all on the same code; everything on = full TeSO."""
 
     infonce: bool = True  # False = "(−) infoNCE": the latent infoNCE term is not added to the loss
-    dynamic_mask: bool = True  # False = "(−) dynamic mask": only zero-padding cues are masked
+    dynamic_mask: bool = True  # False = "(−) dynamic mask": ξ drops nothing (removed padding stays out)
     pmqs: bool = True  # False = "(−) PMQS": the prompt tokens are appended to the queries instead
     sedam: bool = True  # False = "(−) SeDAM": projected audio + cue tokens go straight to PMQS
     text: bool = True  # False = "(−) text": audio-only prompting (the audio-visual baseline)

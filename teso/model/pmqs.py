@@ -1,7 +1,8 @@
 """PMQS — prompting mask queries with semantics (SPEC §2): F~_Q = F_Q + softmax(F_Q F_AT^T / √d + M) F_AT.
 
 N layers, each: masked multi-head attention of the queries over the prompt tokens (key padding mask =
-the dynamic mask, padding cues always masked) with a residual, then an FFN with a residual, each
+the dynamic mask; empty cue slots masked too unless ``text.padding="zero"`` made them zero rows that
+carry the audio) with a residual, then an FFN with a residual, each
 behind a LayerNorm (pre-norm). The attention output projection and the FFN's last layer start at
 zero, so — like the adapters — a fresh PMQS leaves the pre-trained queries exactly as they are and
 training starts from the foundation's own behaviour.
@@ -73,7 +74,7 @@ class PMQS(nn.Module):
     ) -> torch.Tensor:
         """``queries`` [N, Q, d], ``tokens`` F_AT [N, K, d], ``keep`` [N, K] bool -> prompted [N, Q, d].
 
-        ``key_bias`` [N, K] (SeDAM's soft mask while training, −inf on padding) replaces ``keep`` as
+        ``key_bias`` [N, K] (SeDAM's soft mask while training, −inf on removed padding) replaces ``keep`` as
         the attention mask when given; frames with no real token at all (bias −inf everywhere) keep
         their queries unchanged either way."""
         if key_bias is not None:
