@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from teso.errors import TesoError
+from teso.utils.numerics import DEFAULT_THREADS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seed gives one set of numbers on any x86-64 CPU; writes OUT/numerics.json",
     )
     a.add_argument(
-        "--threads", type=int, default=None, help="intra-op threads with --reproducible (default 2)"
+        "--threads",
+        type=int,
+        default=None,
+        help=f"intra-op threads with --reproducible (default {DEFAULT_THREADS})",
     )
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_ablate)
@@ -83,7 +87,7 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.reproducible:
         from teso.utils.numerics import pin_numerics
 
-        threads = 2 if args.threads is None else args.threads
+        threads = DEFAULT_THREADS if args.threads is None else args.threads
         if threads < 1:
             raise TesoError(f"--threads: expected >= 1, got {threads}")
         numerics = pin_numerics(threads)  # teso.cli.main pinned the kernels before torch was imported

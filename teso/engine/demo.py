@@ -25,6 +25,7 @@ import numpy as np
 
 from teso.errors import TesoError
 from teso.utils.files import atomic_write_json, atomic_write_text
+from teso.utils.numerics import DEFAULT_THREADS
 
 MODELS: dict[str, tuple[str, list[str]]] = {
     "teso": ("TeSO (audio + reasoned cues)", []),
@@ -60,7 +61,7 @@ class DemoPlan:
     steps: int  # optimiser steps of every compared model: equal budgets, never wall-clock
     batch_size: int  # clips a step
     seeds: tuple[int, ...]  # training seeds of TeSO and the AV baseline (the visual-only model: the first)
-    threads: int = 2  # intra-op threads, fixed: sums then run in one order on any core count
+    threads: int = DEFAULT_THREADS  # intra-op threads, fixed: sums then run in one order on any core count
 
 
 # Foundation steps: docs/engine.md's measurement (96 px, 800 / 600 steps: all-object mIoU 0.34,

@@ -20,6 +20,7 @@ import platform
 import sys
 from typing import Any
 
+DEFAULT_THREADS = 2  # the cores of the development machine kind; any count works, as long as it is fixed
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
