@@ -10,7 +10,7 @@ from teso import __version__
 from teso.errors import TesoError
 
 # Modules under teso.cli, each adding its sub-commands to the parser.
-COMMAND_MODULES = ["data", "cues", "pretrain", "train", "evaluate", "predict", "demo", "bench"]
+COMMAND_MODULES = ["data", "cues", "pretrain", "train", "evaluate", "predict", "demo", "bench", "fingerprint"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pins_numerics(argv: list[str]) -> bool:
-    """``teso demo`` and ``teso ablate --reproducible`` compare numbers across machines."""
-    return bool(argv) and (argv[0] == "demo" or (argv[0] == "ablate" and "--reproducible" in argv))
+    """``teso demo``, ``teso fingerprint`` and ``teso ablate --reproducible`` compare numbers across
+    machines."""
+    return bool(argv) and (argv[0] in ("demo", "fingerprint") or (argv[0] == "ablate" and "--reproducible" in argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,83 @@
+"""``teso fingerprint [--out DIR] [--check] [--record]``: does this machine give the README's bits?"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+GOLDENS = Path(__file__).resolve().parents[1] / "engine" / "goldens" / "fingerprint.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fingerprint",
+        help="hashes of a tiny pinned demo (data, foundations, cue features, models, tables), checked "
+        "against the committed goldens: equal hashes = this machine reproduces the README's numbers",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/fingerprint"), help="work folder (default runs/fingerprint)"
+    )
+    p.add_argument("--goldens", type=Path, default=GOLDENS, help=f"golden fingerprints (default {GOLDENS})")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a hash differs from the golden of this torch/transformers release, 3 when "
+        "there is no golden for it",
+    )
+    p.add_argument(
+        "--record", action="store_true", help="write this machine's fingerprint into --goldens as the golden"
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the fingerprint to this JSON file")
+    p.set_defaults(func=_fingerprint)
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from teso.engine.fingerprint import check, fingerprint, read_goldens, version_key
+    from teso.errors import TesoError
+    from teso.utils.environment import machine_line
+    from teso.utils.files import atomic_write_json
+
+    if not args.record and not args.goldens.is_file():
+        raise TesoError(f"--goldens {args.goldens}: no such file")
+    result = fingerprint(args.out)  # teso.cli.main pinned the kernels; run_demo pins threads
+    if not result["environment"]["numerics"]["pinned"]:
+        raise TesoError(
+            "the numerics are not on the pinned path (a pinning variable set by hand, or a non-x86 CPU): "
+            f"{json.dumps(result['environment']['numerics']['env'])}"
+        )
+    print(f"machine: {machine_line(result['environment'])}")
+    for stage, value in result["values"].items():
+        if isinstance(value, dict):
+            for name, h in value.items():
+                print(f"  {stage}/{name}: {h[:16]}")
+        else:
+            print(f"  {stage}: {value[:16]}")
+    if args.json:
+        atomic_write_json(args.json, result)
+    if args.record:
+        data = read_goldens(args.goldens) if args.goldens.is_file() else {"goldens": {}}
+        key = version_key(result["environment"])
+        env = result["environment"]
+        data["goldens"][key] = {
+            "values": result["values"],
+            "made_on": {
+                "cpu": env["cpu"],
+                "packages": env["packages"],
+                "numerics": env["numerics"],
+                "date": time.strftime("%Y-%m-%d"),
+            },
+        }
+        atomic_write_json(args.goldens, data)
+        print(f"recorded as the golden for {key} in {args.goldens}")
+        return 0
+    key, differing = check(result, read_goldens(args.goldens))
+    if differing is None:
+        print(f"no golden for {key} in {args.goldens}: nothing to compare with")
+        return 3 if args.check else 0
+    if differing:
+        print(f"DIFFERS from the golden for {key} at: {', '.join(differing)} (the first is where it starts)")
+        return 1 if args.check else 0
+    print(f"identical to the golden for {key}")
+    return 0
