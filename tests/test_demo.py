@@ -7,8 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from teso.data.identity import dataset_identity
 from teso.engine.demo import DemoPlan, beyond_spread, mean_sd, run_demo
+from teso.utils.environment import machine_line
+from teso.utils.numerics import PINNED_ENV
 
 TINY = DemoPlan(
     clips=10,  # v1m: train 7, val 1, test 2
@@ -56,8 +60,16 @@ def test_tables_hold_every_condition_source_and_a_verdict(demo):
     assert 0.0 <= report["mute_floor_miou"] <= 1.0
     assert report["verdict"].startswith("Verdict: TeSO with reasoned cues")
     n = report["numerics"]
-    assert n["threads"] == 1 and set(n["env"]) == {"ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
-    assert ("CPU numerics pinned" if n["pinned"] else "not pinned") in (out / "report.md").read_text()
+    assert n["threads"] == 1 and set(n["env"]) == set(PINNED_ENV)
+    md = (out / "report.md").read_text()
+    assert ("CPU numerics pinned" if n["pinned"] else "not pinned") in md
+    # What produced the numbers: software, CPU, numerics, and the dataset's bytes.
+    env = report["environment"]
+    assert env["packages"]["torch"] == torch.__version__ and env["numerics"] == n
+    assert set(env["packages"]) >= {"torch", "transformers", "numpy", "scipy", "av", "safetensors"}
+    assert report["dataset"] == dataset_identity(out / "synthavs")
+    assert report["dataset"]["method"] == "content" and report["dataset"]["sha256"][:16] in md
+    assert f"Machine: {machine_line(env)}" in md
 
 
 def test_the_same_seed_twice_gives_identical_numbers(demo, tmp_path):

@@ -30,6 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="JSON file for the results (default beside the checkpoint)"
     )
+    p.add_argument(
+        "--foundations",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder holding the checkpoint's frozen foundations when they moved (repeatable; found by "
+        "hash; DATA/foundations and ~/.cache/teso are searched anyway)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
@@ -53,6 +62,7 @@ def _eval(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         allow_cue_mismatch=args.allow_cue_mismatch,
+        foundations=args.foundations,
     )
     print(format_table(results, title=f"{args.checkpoint} on {args.data} ({results['subset']}/{args.split})"))
     print(f"written: {results['json']}")

@@ -40,6 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threshold", type=float, default=0.5, help="mask threshold")
     p.add_argument(
+        "--foundations",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder holding the checkpoint's frozen foundations when they moved (repeatable; found by "
+        "hash; ~/.cache/teso is searched anyway)",
+    )
+    p.add_argument(
         "--allow-cue-mismatch",
         action="store_true",
         help="use cues made otherwise than the checkpoint's training cues (a cue swap)",
@@ -108,6 +117,7 @@ def _predict(args: argparse.Namespace) -> int:
         audio=args.audio,
         threshold=args.threshold,
         device=args.device,
+        foundations=args.foundations,
     )
     for s in summary["per_second"]:
         print(

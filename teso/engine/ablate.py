@@ -64,8 +64,9 @@ def run_ablations(
     device: str = "auto",
     progress: bool = True,
 ) -> str:
-    """Train + evaluate each row into ``out/ROW``; writes ``out/table.md`` and ``out/table.json`` and
-    returns the markdown table.
+    """Train + evaluate each row into ``out/ROW``; writes ``out/table.md`` (with the machine),
+    ``out/table.json`` (the rows' eval results) and ``out/report.json`` (the rows, this process's
+    environment and the dataset's identity) and returns the markdown table.
 
     Resumable: a row's result (``ROW/eval-test.json``) is reused only when it was made with the same
     resolved experiment and audio conditions (recorded in it as ``row_config``). Otherwise the row's
@@ -140,9 +141,20 @@ def run_ablations(
             res["row_config"] = key  # written last: a result without it is never reused
             atomic_write_json(result_path, res)
         results[row] = json.loads(result_path.read_text())
+    from teso.data.identity import dataset_identity
+    from teso.utils.environment import environment_record, machine_line
+
+    env = environment_record()
     table = format_ablation_table(results)
-    atomic_write_text(out / "table.md", table + "\n")
+    # Each row's own eval result records the machine that evaluated it (a reused row: the earlier one).
+    machines = sorted({machine_line(r["environment"]) for r in results.values() if r.get("environment")})
+    footer = "Machine: " + "; ".join(machines or [machine_line(env)])
+    atomic_write_text(out / "table.md", table + "\n\n" + footer + "\n")
     atomic_write_json(out / "table.json", results)
+    atomic_write_json(
+        out / "report.json",
+        {"rows": results, "environment": env, "dataset": dataset_identity(plans[0][1].data.root) if plans else None},
+    )
     return table
 
 

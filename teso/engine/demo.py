@@ -466,7 +466,9 @@ def write_report(
     root: Path,
     numerics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    from teso.data.identity import dataset_identity
     from teso.engine.report import bar_chart, overlay_grid
+    from teso.utils.environment import environment_record
 
     t4 = table4(results)
     floor = empty_floor(root)
@@ -498,6 +500,8 @@ def write_report(
         "settings": "SynthAVS v1m test split; AVSBench metrics at the SynthAVS resolution, threshold 0.5, "
         "F in batches of 4 clips",
         "numerics": numerics,
+        "environment": environment_record(),
+        "dataset": dataset_identity(root),
     }
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
@@ -508,8 +512,16 @@ def _numerics_line(report: dict[str, Any]) -> str:
     n = report.get("numerics")
     if not n:
         return ""
-    how = "pinned" if n["pinned"] else "not pinned (numbers may differ on another CPU)"
-    return f"CPU numerics {how}: {n['threads']} threads, {n['aten_cpu_capability']} kernels."
+    how = f"pinned ({n.get('scheme')})" if n["pinned"] else "not pinned (numbers may differ on another CPU)"
+    line = f"CPU numerics {how}: {n['threads']} threads, {n['aten_cpu_capability']} kernels."
+    env, data = report.get("environment"), report.get("dataset")
+    if env:
+        from teso.utils.environment import machine_line
+
+        line += f" Machine: {machine_line(env)}."
+    if data:
+        line += f" Dataset sha256 {data['sha256'][:16]}… ({data['files']} files)."
+    return line
 
 
 def _pm(s: dict[str, Any] | None, scale: float = 100.0) -> str:

@@ -337,23 +337,30 @@ def evaluate_checkpoint(
     progress: bool = True,
     max_clips: int | None = None,
     allow_cue_mismatch: bool = False,
+    foundations: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Load a checkpoint (its config rebuilds the model), evaluate it, write the results as JSON.
 
     Data settings the run was trained with (subset, cue store, text encoder) are the defaults, read
-    from the checkpoint; the result records every setting that changes the numbers.
+    from the checkpoint; the result records every setting that changes the numbers, the software,
+    CPU and numerics that produced them and the dataset's identity (``environment``, ``dataset``).
+    ``foundations``: folders to look in first for the checkpoint's frozen foundations (the data root
+    and the user cache are searched too: :mod:`teso.model.foundation_sources`).
     """
     from tqdm import tqdm
 
     from teso.engine.data import open_text_features
+    from teso.data.identity import dataset_identity
     from teso.model import load_checkpoint
+    from teso.utils.environment import environment_record
     from teso.utils.files import atomic_write_json
 
     conditions = parse_conditions(audio)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
-    model, extra = load_checkpoint(checkpoint, map_location=dev)
+    detect_layout(data)  # a wrong DATA is named as such, before any model or feature file is looked for
+    model, extra = load_checkpoint(checkpoint, map_location=dev, foundations=foundations, data_root=data)
     trained = (extra.get("experiment") or {}).get("data", {})
     subset = subset or trained.get("subset")
     if subset is None:
@@ -363,7 +370,6 @@ def evaluate_checkpoint(
     cues = cues or trained.get("cues", "default")
     text_encoder = text_encoder or trained.get("text_encoder", "minilm")
     cfg = model.config
-    detect_layout(data)  # a wrong DATA is named as such, before any feature file is looked for
     text = open_text_features(str(data), cues, text_encoder, cfg.text.dim) if cfg.ablation.text else None
     cue_swap = None
     if text is not None:
@@ -411,6 +417,8 @@ def evaluate_checkpoint(
         noise=condition_help(),
         foundations=extra.get("foundations"),  # `teso pretrain` records: scores, steps, dataset hash
         cue_swap=cue_swap or None,  # what differs from the training cues, when allowed
+        environment=environment_record(),
+        dataset=dataset_identity(data),
     )
     path = Path(out) if out else Path(checkpoint).with_suffix(f".eval-{subset}-{split}.json")
     atomic_write_json(path, results)

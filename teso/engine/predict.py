@@ -8,7 +8,7 @@ mp4 that keeps the original audio, and a JSON summary (per second: sounding area
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,12 @@ def predict_video(
     audio: str | Path | None = None,
     threshold: float = 0.5,
     device: str = "cpu",
+    foundations: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Segment ``source`` with ``checkpoint`` into ``out_dir``; returns the JSON summary.
+
+    ``foundations``: folders to look in first for a small checkpoint's frozen foundations
+    (:mod:`teso.model.foundation_sources`).
 
     The video is streamed: for each window of the model's clip length (:func:`windows`) its frames
     and audio are decoded, it is segmented, and every second no later window covers is written (mask
@@ -104,7 +108,7 @@ def predict_video(
     pin_mmap_threshold()  # per-window buffers go back to the OS: a flat peak over any length
     video = probe_input(source, audio)
     seconds = video.seconds
-    model, extra = load_checkpoint(checkpoint, map_location=device)
+    model, extra = load_checkpoint(checkpoint, map_location=device, foundations=foundations)
     cfg = model.config
     subset = ((extra.get("experiment") or {}).get("data") or {}).get("subset", "v1m")
     length = FRAMES_PER_SUBSET.get(subset, 5)

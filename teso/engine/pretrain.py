@@ -701,7 +701,7 @@ def pretrain_foundations(
                 f"{out}: holds foundations of another dataset or other settings ({record_path}); "
                 "choose another --out or remove it"
             )
-        return dict(record, dir=str(out), cached=True, overrides=overrides_for(out))
+        return dict(record, dir=str(out), cached=True, overrides=overrides_for(out), registered=_register(out))
 
     state_dir = out / "state"
     marker = state_dir / "settings.json"  # which run the partial states belong to
@@ -771,7 +771,25 @@ def pretrain_foundations(
     }
     atomic_write_json(record_path, record)
     shutil.rmtree(state_dir)
-    return dict(record, dir=str(out), cached=False, overrides=overrides_for(out))
+    return dict(record, dir=str(out), cached=False, overrides=overrides_for(out), registered=_register(out))
+
+
+def _register(out: Path) -> dict[str, str] | None:
+    """Copy both foundations into the user cache under their file hash, so that checkpoints built on
+    them load from any folder (:mod:`teso.model.foundation_sources`). A cache that cannot be written
+    is reported and skipped: the foundations in ``out`` are complete either way."""
+    import sys
+
+    from teso.model.foundation_sources import register
+
+    try:
+        return {
+            "visual": str(register("visual", out / VISUAL_DIR)),
+            "audio": str(register("audio", out / AUDIO_FILE)),
+        }
+    except OSError as exc:
+        print(f"teso pretrain: warning: could not register the foundations in the user cache ({exc})", file=sys.stderr)
+        return None
 
 
 # ----------------------------------------------------------------------------------------------

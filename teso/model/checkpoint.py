@@ -56,6 +56,7 @@ from safetensors import SafetensorError, safe_open
 from teso.errors import TesoError
 from teso.model.build import build_teso
 from teso.model.config import TeSOConfig
+from teso.model.foundation_sources import candidates, is_local, resolve, searched_list, source_sha256
 from teso.model.teso import TeSO
 from teso.utils.files import (
     DiskFullError,
@@ -204,6 +205,9 @@ def _contents(
             "tensors": len(keys),
             "bytes": sum(state[k].numel() * state[k].element_size() for k in keys),
         }
+        file_sha = source_sha256(part.name, str(source))
+        if file_sha is not None:  # the key that finds the foundation again wherever it moved
+            frozen[part.name]["file_sha256"] = file_sha
         by_reference.update(keys)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in by_reference}
     metadata = {
@@ -476,11 +480,53 @@ def load_checkpoint_into(model: TeSO, path: str | os.PathLike) -> dict[str, Any]
     return _extra(meta, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[TeSO, dict]:
+def resolve_foundations(
+    config: TeSOConfig,
+    frozen: Mapping[str, Mapping[str, Any]],
+    path: Path,
+    *,
+    foundations: Sequence[str | os.PathLike] = (),
+    data_root: str | os.PathLike | None = None,
+) -> None:
+    """Point ``config``'s foundation sources at where the frozen parts of the checkpoint at ``path``
+    are now (:mod:`teso.model.foundation_sources`), as absolute paths. A part found nowhere is an
+    error naming the recorded path, its hash and the places searched; a hub id is left as it is."""
+    for name, record in frozen.items():
+        part = _PARTS[name]
+        recorded = str(record.get("source") or part.source(config) or "")
+        sha = record.get("file_sha256")
+        if not recorded or (sha is None and name == "visual" and not is_local(recorded)):
+            continue
+        found = resolve(name, recorded, sha, checkpoint=path, search=foundations, data_root=data_root)
+        if found is None and Path(recorded).expanduser().exists():
+            continue  # other bytes at the recorded path: the tensor-hash check names both hashes
+        if found is None:
+            looked = candidates(name, recorded, sha, checkpoint=path, search=foundations, data_root=data_root)
+            what = f"weights file sha256 {sha[:16]}…" if sha else "no file hash recorded (an older checkpoint)"
+            raise FoundationMismatchError(
+                f"{path}: its frozen {name} foundation {recorded} ({what}) was not found; looked in "
+                f"{searched_list(looked)}; pass --foundations DIR (the folder holding it, e.g. a run's "
+                "synthavs/foundations) or re-create it with teso pretrain"
+            )
+        resolved = str(found.resolve())
+        if name == "visual":
+            config.visual.pretrained = resolved
+        else:
+            config.audio.weights = resolved
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    foundations: Sequence[str | os.PathLike] = (),
+    data_root: str | os.PathLike | None = None,
+) -> tuple[TeSO, dict]:
     """Rebuild the model from the checkpoint; returns ``(model in eval mode, extra)``.
 
-    A full checkpoint needs nothing else; a small one reads its frozen parts from the sources it
-    records (``visual.pretrained`` / ``audio.weights`` of its config) and checks their hash.
+    A full checkpoint needs nothing else; a small one finds its frozen parts by their recorded hash
+    (:func:`resolve_foundations`: ``foundations`` folders first, then the recorded path, the folders
+    above the checkpoint, ``data_root`` and the user cache) and checks their tensors' hash.
     Raises TesoError on a missing/unreadable file, a wrong format version, changed bytes, other
     foundation weights, or any missing, unexpected or mis-shaped tensor (the message lists them).
     """
@@ -488,8 +534,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     meta = _read_metadata(path)
     state = _verified_tensors(path, meta)  # before the config is read: damage is named as such
     config, extra = read_checkpoint_metadata(path)
-    model = build_teso(config, load_pretrained=False)
     frozen = _frozen_record(meta, path)
+    resolve_foundations(config, frozen, path, foundations=foundations, data_root=data_root)
+    model = build_teso(config, load_pretrained=False)
     _fill_from_sources(model, frozen, path)
     _load_into(model, path, meta, state)
     return model.to(map_location).eval(), extra
