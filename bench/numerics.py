@@ -43,7 +43,8 @@ PIN_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_DYNAMIC", "ONEDNN_MAX_CPU_IS
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-mode, root, out, pre, steps = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+mode, root, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+pre, steps = int(sys.argv[4]), int(sys.argv[5])
 if mode == "pinned":
     from teso.utils.numerics import pin_numerics
     pin_numerics({threads})
@@ -154,14 +155,21 @@ def main(argv: list[str] | None = None) -> int:
             )
     report = {
         "machine": machine_line(environment_record()),
-        "workload": {"clips": args.clips, "pretrain_steps": args.pretrain_steps, "train_steps": args.train_steps},
+        "workload": {
+            "clips": args.clips,
+            "pretrain_steps": args.pretrain_steps,
+            "train_steps": args.train_steps,
+        },
         "emulation": why or "MKL told the CPU is not Intel (LD_PRELOAD)",
         "modes": results,
         "audit_pinned": audit(root, work),
     }
     ref = results["avx2"]["as_is"]
     print(f"machine: {report['machine']}; threads {THREADS}")
-    print("| mode | visual s/step | audio s/step | TeSO train s/step | vs avx2 (visual, audio, train) | same bits as non-Intel MKL |")
+    print(
+        "| mode | visual s/step | audio s/step | TeSO train s/step | vs avx2 (visual, audio, train) "
+        "| same bits as non-Intel MKL |"
+    )
     print("|---|---|---|---|---|---|")
     for mode, r in results.items():
         a = r["as_is"]

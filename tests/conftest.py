@@ -24,7 +24,6 @@ os.environ["TESO_CACHE"] = tempfile.mkdtemp(prefix="teso-test-cache-")
 
 import pytest  # noqa: E402
 
-
 _INITIAL = (torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled(), torch.get_num_threads())
 
 

@@ -129,7 +129,9 @@ def test_the_data_root_and_the_user_cache_are_searched(tmp_path, monkeypatch):
     monkeypatch.setenv("TESO_CACHE", str(tmp_path / "cache"))
     found = tmp_path / "ws/run/synthavs/foundations/k1"
     cached = (register("visual", found / "visual"), register("audio", found / "audio.safetensors"))
-    assert cached[0] == cache_dir() / "foundations" / file_sha256(found / "visual/model.safetensors") / "visual"
+    assert (
+        cached[0] == cache_dir() / "foundations" / file_sha256(found / "visual/model.safetensors") / "visual"
+    )
     assert register("visual", found / "visual") == cached[0]  # once
     shutil.rmtree(tmp_path / "ws")
     monkeypatch.chdir(tmp_path)

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _pins_numerics(argv: list[str]) -> bool:
     """``teso demo``, ``teso fingerprint`` and ``teso ablate --reproducible`` compare numbers across
     machines."""
-    return bool(argv) and (argv[0] in ("demo", "fingerprint") or (argv[0] == "ablate" and "--reproducible" in argv))
+    return bool(argv) and (
+        argv[0] in ("demo", "fingerprint") or (argv[0] == "ablate" and "--reproducible" in argv)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

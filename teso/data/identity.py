@@ -16,7 +16,10 @@ from typing import Any
 
 from teso.errors import TesoError
 
-RUN_FOLDERS = ("foundations", "cues")  # written into a SynthAVS root by pretrain / cue runs, not by the generator
+RUN_FOLDERS = (
+    "foundations",
+    "cues",
+)  # written into a SynthAVS root by pretrain / cue runs, not by the generator
 CHUNK = 1 << 20
 
 

@@ -153,7 +153,11 @@ def run_ablations(
     atomic_write_json(out / "table.json", results)
     atomic_write_json(
         out / "report.json",
-        {"rows": results, "environment": env, "dataset": dataset_identity(plans[0][1].data.root) if plans else None},
+        {
+            "rows": results,
+            "environment": env,
+            "dataset": dataset_identity(plans[0][1].data.root) if plans else None,
+        },
     )
     return table
 

@@ -349,8 +349,8 @@ def evaluate_checkpoint(
     """
     from tqdm import tqdm
 
-    from teso.engine.data import open_text_features
     from teso.data.identity import dataset_identity
+    from teso.engine.data import open_text_features
     from teso.model import load_checkpoint
     from teso.utils.environment import environment_record
     from teso.utils.files import atomic_write_json

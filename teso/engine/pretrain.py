@@ -701,7 +701,9 @@ def pretrain_foundations(
                 f"{out}: holds foundations of another dataset or other settings ({record_path}); "
                 "choose another --out or remove it"
             )
-        return dict(record, dir=str(out), cached=True, overrides=overrides_for(out), registered=_register(out))
+        return dict(
+            record, dir=str(out), cached=True, overrides=overrides_for(out), registered=_register(out)
+        )
 
     state_dir = out / "state"
     marker = state_dir / "settings.json"  # which run the partial states belong to
@@ -788,7 +790,10 @@ def _register(out: Path) -> dict[str, str] | None:
             "audio": str(register("audio", out / AUDIO_FILE)),
         }
     except OSError as exc:
-        print(f"teso pretrain: warning: could not register the foundations in the user cache ({exc})", file=sys.stderr)
+        print(
+            f"teso pretrain: warning: could not register the foundations in the user cache ({exc})",
+            file=sys.stderr,
+        )
         return None
 
 

@@ -502,7 +502,9 @@ def resolve_foundations(
             continue  # other bytes at the recorded path: the tensor-hash check names both hashes
         if found is None:
             looked = candidates(name, recorded, sha, checkpoint=path, search=foundations, data_root=data_root)
-            what = f"weights file sha256 {sha[:16]}…" if sha else "no file hash recorded (an older checkpoint)"
+            what = (
+                f"weights file sha256 {sha[:16]}…" if sha else "no file hash recorded (an older checkpoint)"
+            )
             raise FoundationMismatchError(
                 f"{path}: its frozen {name} foundation {recorded} ({what}) was not found; looked in "
                 f"{searched_list(looked)}; pass --foundations DIR (the folder holding it, e.g. a run's "

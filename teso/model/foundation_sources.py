@@ -148,9 +148,7 @@ def resolve(
     """The first candidate whose weights file has ``sha256`` (without a recorded hash: the first that
     exists); None when none matches. See the module docstring for the order."""
     seen: set[Path] = set()
-    for cand in candidates(
-        kind, recorded, sha256, checkpoint=checkpoint, search=search, data_root=data_root
-    ):
+    for cand in candidates(kind, recorded, sha256, checkpoint=checkpoint, search=search, data_root=data_root):
         try:
             key = cand.resolve()
         except OSError:

@@ -61,11 +61,19 @@ def cpu_record(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
             count += 1
         fields.setdefault(key, value.strip())
     if not fields:
-        return {"vendor": None, "model": platform.processor() or None, "logical_cpus": None, "flags": None}
+        return {
+            "vendor": None,
+            "model": platform.processor() or None,
+            "family_model_stepping": None,
+            "logical_cpus": None,
+            "flags": None,
+        }
     flags = set(fields.get("flags", "").split())
     return {
         "vendor": fields.get("vendor_id"),
         "model": fields.get("model name"),
+        # A virtual machine may show a generic model name: family/model/stepping still tell the core.
+        "family_model_stepping": "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")),
         "logical_cpus": count or None,
         "flags": {f: f in flags for f in CPU_FLAGS},
     }
@@ -77,8 +85,9 @@ def machine_line(env: dict[str, Any]) -> str:
     pk = env.get("packages") or {}
     num = env.get("numerics") or {}
     how = f"pinned numerics {num.get('scheme')}" if num.get("pinned") else "numerics not pinned"
+    name = f"{cpu.get('vendor') or '?'} {cpu.get('model') or '?'} ({cpu.get('family_model_stepping')})"
     return (
-        f"{cpu.get('vendor') or '?'} {cpu.get('model') or '?'}, {how}, {num.get('threads', '?')} threads; "
+        f"{name}, {how}, {num.get('threads', '?')} threads; "
         f"torch {pk.get('torch')}, transformers {pk.get('transformers')}, numpy {pk.get('numpy')}"
     )
 

@@ -36,7 +36,9 @@ PINNED_ENV = {
     "MKL_DYNAMIC": "FALSE",  # MKL may not lower its thread count on its own (a CNR condition)
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN is switched off below; this caps anything that still reaches it
 }
-SCHEME = "vendor-neutral-1"  # names the pinned path in reports; bump it when PINNED_ENV or the switches change
+SCHEME = (
+    "vendor-neutral-1"  # names the pinned path in reports; bump it when PINNED_ENV or the switches change
+)
 
 
 def pin_numerics(threads: int | None = None) -> dict[str, Any]:
