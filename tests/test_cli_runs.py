@@ -13,14 +13,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from teso.audio import load_audio
 from teso.cli.main import main
 from teso.data.avsbench import list_clips
+from teso.data.identity import dataset_identity
 from teso.engine.config import load_experiment
 from teso.model import load_checkpoint
+from teso.utils.environment import cpu_record, machine_line
+from teso.utils.numerics import numerics_record
 from teso.video import read_frames
 from teso.video.writer import write_mp4
 from tests.engine_fixtures import fast_overrides, write_tree_with_features
@@ -94,6 +98,10 @@ def test_eval_writes_every_condition_and_agrees_with_validation(tree, train_run,
     res = json.loads(out_json.read_text())
     assert list(res["conditions"]) == ["normal", "mute", "wgn10"]  # normal first: drops need it
     assert (res["subset"], res["split"], res["text_encoder"], res["threshold"]) == ("v2", "test", "tiny", 0.5)
+    # What produced the numbers: software, CPU, numerics in effect, and the data it read.
+    assert res["environment"]["packages"]["torch"] == torch.__version__
+    assert res["environment"]["numerics"] == numerics_record()
+    assert res["dataset"] == dataset_identity(tree) and res["dataset"]["method"] == "csv+listing"
     normal = res["conditions"]["normal"]
     for cond, r in res["conditions"].items():
         for key in ("miou", "fscore", "miou_nonempty", "fg_rate", "cues_kept"):
@@ -168,7 +176,10 @@ def test_ablate_trains_evaluates_resumes_and_refuses_stale_rows(tree, tmp_path):
     table = json.loads((out / "table.json").read_text())
     assert list(table) == rows
     md = (out / "table.md").read_text().splitlines()
-    assert len(md) == 2 + len(rows)
+    assert len(md) == 2 + len(rows) + 2 and md[-1] == f"Machine: {machine_line(table['teso']['environment'])}"
+    report = json.loads((out / "report.json").read_text())
+    assert report["rows"] == table and report["dataset"] == dataset_identity(tree)
+    assert report["environment"]["cpu"] == cpu_record()
     for row, label, paper in (("teso", "TeSO", "66.02"), ("no-text", "(−) text", "62.28")):
         res = table[row]
         assert res == json.loads((out / row / "eval-test.json").read_text())

@@ -96,3 +96,49 @@ def test_ablate_cue_rows_train_on_their_cue_store():
     assert row_label("cues-nouns") == ("TeSO-n (vocabulary-mapped nouns)", 63.31)
     with pytest.raises(TesoError, match="cues-llm"):
         row_overrides("cues-gpt")
+
+
+def test_eval_and_predict_work_from_another_folder_after_the_run_folder_moved(demo, tmp_path, monkeypatch):
+    import shutil
+
+    from teso.cli.main import main
+    from teso.utils.numerics import pin_numerics
+
+    out, report = demo
+    pin_numerics(TINY.threads)  # the state the demo evaluated in: the same numbers are expected
+    ckpt_rel = Path(report["runs"]["teso"][0]["checkpoint"]).relative_to(out)
+    summary_rel = Path(report["predict"]["summary"]).relative_to(out)
+    moved = tmp_path / "archive" / "demo-copy"
+    moved.parent.mkdir()
+    shutil.move(str(out), str(moved))
+    try:
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        # An empty user cache: found from the checkpoint's own place, not from what pretrain registered.
+        monkeypatch.setenv("TESO_CACHE", str(tmp_path / "empty-cache"))
+        ckpt = moved / ckpt_rel
+        res_path = tmp_path / "e.json"
+        argv = ["eval", str(ckpt), str(moved / "synthavs"), "--audio", "mute", "--out", str(res_path)]
+        assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
+        res = json.loads(res_path.read_text())
+        before = json.loads((ckpt.parents[1] / "eval-test.json").read_text())
+        for cond in ("normal", "mute"):
+            assert res["conditions"][cond]["miou"] == before["conditions"][cond]["miou"]
+        uid = summary_rel.parent.name
+        video, cues = moved / "predict" / f"{uid}.mp4", moved / "predict" / f"{uid}.cues.json"
+        argv = [
+            "predict",
+            str(video),
+            "--checkpoint",
+            str(ckpt),
+            "--cues",
+            str(cues),
+            "--out",
+            str(tmp_path / "p"),
+        ]
+        assert main([*argv, "--device", "cpu"]) == 0
+        got = json.loads((tmp_path / "p" / "summary.json").read_text())["per_second"]
+        want = json.loads((moved / summary_rel).read_text())["per_second"]
+        assert [s["sounding_area"] for s in got] == [s["sounding_area"] for s in want]
+    finally:
+        shutil.move(str(moved), str(out))
