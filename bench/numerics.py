@@ -15,8 +15,10 @@ numerics mode:
 Each mode runs twice: as is, and with MKL made to believe the CPU is not Intel's
 (:mod:`teso.utils.vendor_emulation`). Reported: seconds per step of each stage and its ratio against
 ``avx2`` (the reference, measured in the same run), whether the trained tensors are identical with and
-without the emulation, and which libraries the pinned path reaches (oneDNN primitives and MKL calls
-by CNR branch, counted from their verbose logs in a separate short run).
+without the emulation, which libraries the pinned path reaches (oneDNN primitives and MKL calls by
+CNR branch, counted from their verbose logs in a separate short run), and op by op — every
+floating-point ATen op of one foundation training step, its output hashed — which ops change bits
+under the emulated vendor, for the earlier pinning and for today's.
 """
 
 from __future__ import annotations
@@ -73,6 +75,76 @@ print(json.dumps({{
     "numerics": numerics_record(),
 }}))
 """
+
+
+OPS_CHILD = r"""
+import hashlib, json, shutil, sys
+from pathlib import Path
+mode, root, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+if mode == "pinned":
+    from teso.utils.numerics import pin_numerics
+    pin_numerics({threads})
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+torch.set_num_threads({threads})
+from teso.engine.pretrain import pretrain_foundations
+log = []
+class Hash(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {{}}))
+        if "empty" in str(func):  # uninitialised memory: not a result
+            return result
+        outs = result if isinstance(result, (tuple, list)) else [result]
+        if func.is_view:
+            return result
+        tensors = [o for o in outs if isinstance(o, torch.Tensor) and o.dtype.is_floating_point]
+        if tensors:
+            h = hashlib.sha256()
+            for t in tensors:
+                h.update(t.detach().contiguous().numpy().tobytes())
+            log.append((str(func.overloadpacket), h.hexdigest()[:16]))
+        return result
+with Hash():
+    pretrain_foundations(
+        root, steps_visual=1, steps_audio=1, image_size=96, out=out, workers=0, progress=False
+    )
+print(json.dumps(log))
+"""
+
+
+def op_diff(mode: str, root: Path, work: Path, lib: Path) -> dict:
+    """Every floating-point op of one visual + one audio foundation training step (and their
+    evaluation), hashed, as is and with non-Intel MKL: per op name, how many calls changed bits, and
+    the first op that did."""
+    logs = []
+    for preload in (None, lib):
+        out = work / f"ops-{mode}-{'emulated' if preload else 'as-is'}"
+        done = subprocess.run(
+            [sys.executable, "-c", OPS_CHILD.format(threads=THREADS), mode, str(root), str(out)],
+            env=_env(mode, preload),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"ops {mode}: child failed:\n{done.stderr[-3000:]}")
+        logs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    a, b = logs
+    if [op for op, _ in a] != [op for op, _ in b]:
+        return {"ops": len(a), "note": "the two runs called different ops (control flow changed)"}
+    changed: Counter = Counter()
+    total: Counter = Counter()
+    first = None
+    for i, ((op, ha), (_, hb)) in enumerate(zip(a, b)):
+        total[op] += 1
+        if ha != hb:
+            changed[op] += 1
+            first = first or f"#{i} {op}"
+    return {
+        "ops": len(a),
+        "changed_calls": sum(changed.values()),
+        "first_changed": first,
+        "changed_by_op": {op: f"{changed[op]}/{total[op]}" for op in sorted(changed)},
+    }
 
 
 def _env(mode: str, preload: Path | None, verbose: bool = False) -> dict[str, str]:
@@ -163,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "emulation": why or "MKL told the CPU is not Intel (LD_PRELOAD)",
         "modes": results,
         "audit_pinned": audit(root, work),
+        "op_diff": {mode: op_diff(mode, root, work, lib) for mode in ("avx2", "pinned")} if lib else None,
     }
     ref = results["avx2"]["as_is"]
     print(f"machine: {report['machine']}; threads {THREADS}")
@@ -186,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{a['train_s_per_step']:.3f} | {ratios} | {verdict} |"
         )
     print("pinned path, library calls:", json.dumps(report["audit_pinned"]))
+    for mode, diff in (report["op_diff"] or {}).items():
+        print(f"ops of one foundation step, {mode}, as is vs non-Intel MKL:", json.dumps(diff))
     if args.json:
         from teso.utils.files import atomic_write_json
 
