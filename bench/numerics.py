@@ -34,10 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from teso.utils.numerics import EARLIER_AVX2_ENV  # noqa: E402
+
 THREADS = 2
+_WORK = Path(tempfile.gettempdir())  # the run's work folder (set in main)
 MODES = {
     "pinned": None,  # teso.utils.numerics.pin_numerics
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx2": EARLIER_AVX2_ENV,
     "native": {},
 }
 PIN_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_DYNAMIC", "ONEDNN_MAX_CPU_ISA")
@@ -151,6 +154,7 @@ def _env(mode: str, preload: Path | None, verbose: bool = False) -> dict[str, st
     env = {k: v for k, v in os.environ.items() if k not in PIN_VARS}
     env.update(MODES[mode] or {})
     env["OMP_NUM_THREADS"] = str(THREADS)
+    env["TESO_CACHE"] = str(_WORK / "cache")  # pretrain registers its foundations: not in ~/.cache
     if preload is not None:
         from teso.utils.vendor_emulation import preload_env
 
@@ -210,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     from teso.utils.environment import environment_record, machine_line
     from teso.utils.vendor_emulation import available, build_library
 
-    work = Path(tempfile.mkdtemp(prefix="teso-numerics-"))
+    global _WORK
+    work = _WORK = Path(tempfile.mkdtemp(prefix="teso-numerics-"))
     root = work / "synthavs"
     generate(root, clips=args.clips, seed=0, subsets=("v1m",), progress=False)
     from teso.engine.demo import make_cues
@@ -265,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         from teso.utils.files import atomic_write_json
 
         atomic_write_json(args.json, report)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -11,7 +11,9 @@ such as the torchrun one, set the thread count in their own workers.)
 The user cache (``TESO_CACHE``) points at a fresh temporary folder for the whole session.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import torch
@@ -20,6 +22,7 @@ torch.set_num_threads(1)
 # teso pretrain registers foundations in the user cache: the suite's go to a folder of its own,
 # never into the user's ~/.cache/teso (subprocesses inherit it).
 os.environ["TESO_CACHE"] = tempfile.mkdtemp(prefix="teso-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TESO_CACHE"], True)
 
 
 import pytest  # noqa: E402

@@ -119,7 +119,7 @@ def test_eval_and_predict_work_from_another_folder_after_the_run_folder_moved(de
         ckpt = moved / ckpt_rel
         res_path = tmp_path / "e.json"
         argv = ["eval", str(ckpt), str(moved / "synthavs"), "--audio", "mute", "--out", str(res_path)]
-        assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
+        assert main([*argv, "--no-progress"]) == 0  # the demo's own device choice (auto)
         res = json.loads(res_path.read_text())
         before = json.loads((ckpt.parents[1] / "eval-test.json").read_text())
         for cond in ("normal", "mute"):
@@ -140,5 +140,18 @@ def test_eval_and_predict_work_from_another_folder_after_the_run_folder_moved(de
         got = json.loads((tmp_path / "p" / "summary.json").read_text())["per_second"]
         want = json.loads((moved / summary_rel).read_text())["per_second"]
         assert [s["sounding_area"] for s in got] == [s["sounding_area"] for s in want]
+        # A checkpoint sent alone, its foundations in another folder: --foundations names it.
+        lone = tmp_path / "lone.safetensors"
+        shutil.copy(ckpt, lone)
+        shelf = tmp_path / "shelf"
+        shutil.move(str(moved / "synthavs" / "foundations"), str(shelf))
+        argv = ["eval", str(lone), str(moved / "synthavs"), "--audio", "normal", "--out", str(res_path)]
+        assert main([*argv, "--no-progress"]) == 1  # nowhere to be found without it
+        assert main([*argv, "--foundations", str(shelf), "--no-progress"]) == 0
+        again = json.loads(res_path.read_text())["conditions"]["normal"]["miou"]
+        assert again == res["conditions"]["normal"]["miou"]
+        assert main([*argv, "--foundations", str(tmp_path / "typo")]) == 1
     finally:
+        if (tmp_path / "shelf").exists():
+            shutil.move(str(tmp_path / "shelf"), str(moved / "synthavs" / "foundations"))
         shutil.move(str(moved), str(out))

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from teso.errors import TesoError
 from teso.model import build_teso, get_variant, load_checkpoint, save_checkpoint
 from teso.model.checkpoint import FoundationMismatchError
-from teso.model.foundation_sources import cache_dir, file_sha256, register, resolve
+from teso.model.foundation_sources import cache_dir, find, register, weights_sha256
 
 
 def _sources(folder: Path, config, seed: int) -> tuple[Path, Path]:
@@ -70,13 +70,22 @@ def _same_outputs(a, b) -> bool:
     return torch.equal(x.mask_logits, y.mask_logits) and torch.equal(x.class_logits, y.class_logits)
 
 
-def test_the_checkpoint_records_each_foundations_file_hash(tmp_path, monkeypatch):
+def test_the_checkpoint_records_each_foundations_weights_hash(tmp_path, monkeypatch):
     _, ckpt = _small_checkpoint(tmp_path, monkeypatch)
     with safe_open(str(ckpt), framework="pt") as f:
         frozen = json.loads(f.metadata()["frozen"])
     found = tmp_path / "run/synthavs/foundations/k1"
-    assert frozen["visual"]["file_sha256"] == file_sha256(found / "visual" / "model.safetensors")
-    assert frozen["audio"]["file_sha256"] == file_sha256(found / "audio.safetensors")
+    assert frozen["visual"]["weights_sha256"] == weights_sha256("visual", found / "visual")
+    assert frozen["audio"]["weights_sha256"] == weights_sha256("audio", found / "audio.safetensors")
+    # A hash of the tensors, not of the file: the same weights written again (safetensors orders its
+    # header metadata anew at every write) keep it.
+    from teso.model.audio_encoder import TinyAudioCNN, load_cnn_weights, save_cnn_weights
+
+    config = get_variant("tiny", image_size=64)
+    cnn = TinyAudioCNN(list(config.audio.cnn_channels), config.audio.dim)
+    load_cnn_weights(cnn, found / "audio.safetensors")
+    save_cnn_weights(cnn, tmp_path / "again.safetensors")
+    assert weights_sha256("audio", tmp_path / "again.safetensors") == frozen["audio"]["weights_sha256"]
 
 
 def test_loads_from_another_folder_and_after_the_run_folder_moved(tmp_path, monkeypatch):
@@ -95,6 +104,7 @@ def test_loads_from_another_folder_and_after_the_run_folder_moved(tmp_path, monk
 
 
 def test_a_lone_checkpoint_needs_foundations_dir_and_is_found_by_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESO_CACHE", str(tmp_path / "empty-cache"))
     model, ckpt = _small_checkpoint(tmp_path / "ws", monkeypatch)
     lone = tmp_path / "colleague" / "teso.safetensors"
     lone.parent.mkdir()
@@ -129,9 +139,8 @@ def test_the_data_root_and_the_user_cache_are_searched(tmp_path, monkeypatch):
     monkeypatch.setenv("TESO_CACHE", str(tmp_path / "cache"))
     found = tmp_path / "ws/run/synthavs/foundations/k1"
     cached = (register("visual", found / "visual"), register("audio", found / "audio.safetensors"))
-    assert (
-        cached[0] == cache_dir() / "foundations" / file_sha256(found / "visual/model.safetensors") / "visual"
-    )
+    digest = weights_sha256("visual", found / "visual")
+    assert cached[0] == cache_dir() / "foundations" / digest / "visual"
     assert register("visual", found / "visual") == cached[0]  # once
     shutil.rmtree(tmp_path / "ws")
     monkeypatch.chdir(tmp_path)
@@ -154,14 +163,36 @@ def test_other_bytes_at_the_recorded_path_are_refused_naming_both_hashes(tmp_pat
     assert str(err.value).count("sha256") == 2
 
 
-def test_resolve_without_a_recorded_hash_takes_the_first_existing_candidate(tmp_path):
-    # An older checkpoint (no file_sha256): found by path only; its tensor hash is checked at load.
-    run = tmp_path / "moved"
-    _sources(run / "synthavs/foundations/k1", get_variant("tiny", image_size=64), seed=0)
-    ckpt = run / "models" / "m" / "last.safetensors"
-    got = resolve("audio", "runs/old/synthavs/foundations/k1/audio.safetensors", None, checkpoint=ckpt)
-    assert got == run / "synthavs/foundations/k1/audio.safetensors"
-    assert resolve("audio", "nowhere/audio.safetensors", None, checkpoint=ckpt) is None
+def test_an_older_checkpoint_tries_every_candidate_against_its_tensor_hash(tmp_path, monkeypatch):
+    # Written before weights_sha256 existed: found by path only, and a decoy that comes first in the
+    # search order is passed over because its frozen tensors hash otherwise.
+    model, ckpt = _small_checkpoint(tmp_path / "ws", monkeypatch)
+    meta = {}
+    from safetensors.torch import load_file, save_file
+
+    from teso.model.checkpoint import HASH_KEY, META_HASH_KEY, content_sha256, metadata_sha256
+
+    with safe_open(str(ckpt), framework="pt") as f:
+        meta = dict(f.metadata())
+    frozen = json.loads(meta["frozen"])
+    for record in frozen.values():
+        record.pop("weights_sha256")
+    meta["frozen"] = json.dumps(frozen)
+    meta[META_HASH_KEY] = metadata_sha256(meta)
+    tensors = load_file(str(ckpt))
+    meta[HASH_KEY] = content_sha256(meta, tensors)
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=meta)
+    shelf = tmp_path / "shelf"
+    _sources(shelf / "a-decoy", get_variant("tiny", image_size=64), seed=7)
+    shutil.copytree(tmp_path / "ws/run/synthavs/foundations/k1", shelf / "k1")
+    shutil.rmtree(tmp_path / "ws")
+    got = find("visual", "run/synthavs/foundations/k1/visual", None, search=[shelf])
+    assert got == [shelf / "a-decoy" / "visual", shelf / "k1" / "visual"]
+    loaded, _ = load_checkpoint(old, foundations=[shelf])
+    assert loaded.config.visual.pretrained == str(shelf / "k1" / "visual") and _same_outputs(model, loaded)
+    # Re-rooting needs two path parts at least: a bare "visual" somewhere above proves nothing.
+    assert find("visual", "visual", None, checkpoint=shelf / "k1" / "x.safetensors") == []
 
 
 def test_pretrain_registers_what_it_builds(tmp_path, monkeypatch):
@@ -173,9 +204,10 @@ def test_pretrain_registers_what_it_builds(tmp_path, monkeypatch):
     generate(root, clips=6, seed=0, subsets=("v1m",), progress=False)
     rec = pretrain_foundations(root, steps_visual=1, steps_audio=1, image_size=64, workers=0, progress=False)
     found = Path(rec["dir"])
-    sha = file_sha256(found / "visual" / "model.safetensors")
+    sha = weights_sha256("visual", found / "visual")
     assert rec["registered"]["visual"] == str(tmp_path / "cache" / "foundations" / sha / "visual")
-    assert file_sha256(Path(rec["registered"]["audio"])) == file_sha256(found / "audio.safetensors")
+    registered = Path(rec["registered"]["audio"])
+    assert registered.read_bytes() == (found / "audio.safetensors").read_bytes()
 
 
 def test_register_refuses_what_is_not_a_foundation(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from teso.cli.fingerprint import GOLDENS
-from teso.engine.fingerprint import STAGES, check, read_goldens
+from teso.engine.fingerprint import STAGES, check, explain, read_goldens
 from teso.utils import vendor_emulation
 from teso.utils.numerics import PINNED_ENV
 
@@ -64,21 +64,12 @@ def _golden_or_skip(result: dict) -> tuple[str, list[str], dict]:
     return key, differing, goldens["goldens"][key]
 
 
-def _explain(differing: list[str], result: dict, golden: dict) -> str:
-    made, here = golden["made_on"], result["environment"]
-    return (
-        f"fingerprint differs at {differing} (first: where the divergence starts); golden made on "
-        f"{made['cpu']['vendor']} {made['cpu']['model']} with {made['packages']}, this machine "
-        f"{here['cpu']['vendor']} {here['cpu']['model']} with {here['packages']}; numerics {here['numerics']}"
-    )
-
-
 def test_this_machine_reproduces_the_golden_fingerprint(tmp_path):
     result = _fingerprint(tmp_path)
     assert result["environment"]["numerics"]["pinned"]
     assert set(result["values"]) == set(STAGES) and len(result["values"]["models"]) == 3
     _, differing, golden = _golden_or_skip(result)
-    assert differing == [], _explain(differing, result, golden)
+    assert differing == [], explain(differing, result, golden)
 
 
 def test_the_golden_holds_when_mkl_believes_the_cpu_is_not_intel(tmp_path):
@@ -86,9 +77,14 @@ def test_the_golden_holds_when_mkl_believes_the_cpu_is_not_intel(tmp_path):
     if why:
         pytest.skip(f"non-Intel MKL emulation: {why}")
     lib = vendor_emulation.build_library(tmp_path / "lib")
+    # The preload must reach MKL (its AVX2 branch then reports AUTO), or this test would prove nothing.
+    env = vendor_emulation.preload_env(lib, {**os.environ, "MKL_CBWR": "AVX2", "MKL_VERBOSE": "1"})
+    probe = "import torch; torch.ones(64, 64) @ torch.ones(64, 64)"
+    log = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout
+    assert "CNR:AUTO" in log, log[-2000:]
     result = _fingerprint(tmp_path, preload=str(lib))
     _, differing, golden = _golden_or_skip(result)
-    assert differing == [], _explain(differing, result, golden)
+    assert differing == [], explain(differing, result, golden)
 
 
 def test_goldens_name_the_machine_that_made_them():

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from teso.utils import vendor_emulation
-from teso.utils.numerics import PINNED_ENV, SCHEME, numerics_record, pin_numerics
+from teso.utils.numerics import EARLIER_AVX2_ENV, PINNED_ENV, SCHEME, numerics_record, pin_numerics
 
 x86_only = pytest.mark.skipif(
     platform.machine().lower() not in ("x86_64", "amd64"), reason="the AVX2 pinning is for x86-64"
@@ -96,11 +96,12 @@ def test_building_the_cli_parser_does_not_import_torch():
     ("argv", "pinned"),
     [
         (["demo", "--help"], True),
+        (["fingerprint", "--help"], True),
         (["ablate", "synth", "--reproducible", "--help"], True),
         (["ablate", "synth", "--help"], False),
     ],
 )
-def test_the_cli_pins_for_demo_and_reproducible_ablate_only(argv, pinned):
+def test_the_cli_pins_for_demo_fingerprint_and_reproducible_ablate_only(argv, pinned):
     record = json.loads(_run(_CLI.format(argv=argv), {}))
     assert record["pinned"] is pinned
     assert (record["env"] == PINNED_ENV) is pinned
@@ -120,7 +121,12 @@ def test_after_torch_is_imported_the_record_says_what_is_in_effect():
     record = pin_numerics(None)
     assert {k: os.environ.get(k) for k in PINNED_ENV} == {k: before.get(k) for k in PINNED_ENV}
     assert record == numerics_record()
-    assert record["pinned"] == (record["aten_cpu_capability"] == "AVX2" and record["env"] == PINNED_ENV)
+    assert record["pinned"] == (
+        record["aten_cpu_capability"] == "AVX2"
+        and record["env"] == PINNED_ENV
+        and not record["onednn"]
+        and not record["nnpack"]
+    )
     with pytest.raises(ValueError, match="threads"):
         pin_numerics(0)
 
@@ -152,7 +158,7 @@ def test_mkl_told_the_cpu_is_not_intel_changes_avx2_bits_but_not_the_pinned_ones
     assert json.loads(_run(pinned, {}, preload=lib)) == as_is
     # The earlier pinning (MKL's AVX2 branch) is honoured on Intel CPUs only: the emulated vendor
     # changes the GEMM's bits (on a CPU that is not Intel's it is already the other branch).
-    earlier = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    earlier = EARLIER_AVX2_ENV
     probe = "import torch; torch.set_num_threads(1)\n" + _PROBE
     intel = json.loads(_run(probe, earlier))
     other = json.loads(_run(probe, earlier, preload=lib))
@@ -160,4 +166,7 @@ def test_mkl_told_the_cpu_is_not_intel_changes_avx2_bits_but_not_the_pinned_ones
 
     if cpu_record()["vendor"] == "GenuineIntel":
         assert intel["hashes"][1] != other["hashes"][1]  # x @ W: MKL's SGEMM
+        # ... because MKL took its AUTO branch: the preload is in effect (the test above has teeth).
+        log = _run(probe, {**earlier, "MKL_VERBOSE": "1"}, full=True, preload=lib)
+        assert {line.split("CNR:")[1].split()[0] for line in log.splitlines() if "CNR:" in line} == {"AUTO"}
     assert intel["hashes"][0] == other["hashes"][0]  # softmax: ATen's own kernel, no vendor check

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from teso.engine.evaluate import evaluate_checkpoint, format_table
+    from teso.model.foundation_sources import check_search_paths
+
+    check_search_paths(args.foundations)
 
     results = evaluate_checkpoint(
         args.checkpoint,

@@ -1,4 +1,7 @@
-"""``teso fingerprint [--out DIR] [--check] [--record]``: does this machine give the README's bits?"""
+"""``teso fingerprint [--out DIR] [--check] [--record]``: does this machine give the README's bits?
+
+Exit status: 0 identical (or nothing to compare without ``--check``), 1 an error, 3 no golden for
+this torch/transformers release (with ``--check``), 4 a stage differs (with ``--check``)."""
 
 from __future__ import annotations
 
@@ -17,13 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "against the committed goldens: equal hashes = this machine reproduces the README's numbers",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs/fingerprint"), help="work folder (default runs/fingerprint)"
+        "--out",
+        type=Path,
+        default=None,
+        help="a new or empty work folder, kept (default: a temporary folder, removed afterwards)",
     )
     p.add_argument("--goldens", type=Path, default=GOLDENS, help=f"golden fingerprints (default {GOLDENS})")
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 when a hash differs from the golden of this torch/transformers release, 3 when "
+        help="exit 4 when a hash differs from the golden of this torch/transformers release, 3 when "
         "there is no golden for it",
     )
     p.add_argument(
@@ -34,18 +40,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
-    from teso.engine.fingerprint import check, fingerprint, read_goldens, version_key
+    import shutil
+    import tempfile
+
+    from teso.engine.fingerprint import check, explain, fingerprint, read_goldens, version_key
     from teso.errors import TesoError
     from teso.utils.environment import machine_line
     from teso.utils.files import atomic_write_json
+    from teso.utils.numerics import PINNED_ENV, numerics_record
 
     if not args.record and not args.goldens.is_file():
         raise TesoError(f"--goldens {args.goldens}: no such file")
-    result = fingerprint(args.out)  # teso.cli.main pinned the kernels; run_demo pins threads
+    numerics = numerics_record()  # teso.cli.main pinned the kernels before torch was imported
+    if numerics["env"] != PINNED_ENV or numerics["aten_cpu_capability"] != "AVX2":
+        raise TesoError(
+            "the numerics cannot be pinned here (a pinning variable set by hand, or not an x86-64 CPU): "
+            f"{json.dumps(numerics['env'])}, ATen {numerics['aten_cpu_capability']}"
+        )
+    out = args.out or Path(tempfile.mkdtemp(prefix="teso-fingerprint-"))
+    try:
+        result = fingerprint(out)  # run_demo switches oneDNN / NNPACK off and pins the threads
+    finally:
+        if args.out is None:
+            shutil.rmtree(out, ignore_errors=True)
     if not result["environment"]["numerics"]["pinned"]:
         raise TesoError(
-            "the numerics are not on the pinned path (a pinning variable set by hand, or a non-x86 CPU): "
-            f"{json.dumps(result['environment']['numerics']['env'])}"
+            f"the run was not on the pinned path: {json.dumps(result['environment']['numerics'])}"
         )
     print(f"machine: {machine_line(result['environment'])}")
     for stage, value in result["values"].items():
@@ -72,12 +92,13 @@ def _fingerprint(args: argparse.Namespace) -> int:
         atomic_write_json(args.goldens, data)
         print(f"recorded as the golden for {key} in {args.goldens}")
         return 0
-    key, differing = check(result, read_goldens(args.goldens))
+    goldens = read_goldens(args.goldens)
+    key, differing = check(result, goldens)
     if differing is None:
-        print(f"no golden for {key} in {args.goldens}: nothing to compare with")
+        print(f"no golden for {key} in {args.goldens} (have: {', '.join(goldens['goldens'])})")
         return 3 if args.check else 0
     if differing:
-        print(f"DIFFERS from the golden for {key} at: {', '.join(differing)} (the first is where it starts)")
-        return 1 if args.check else 0
+        print(f"DIFFERS from the golden for {key}: {explain(differing, result, goldens['goldens'][key])}")
+        return 4 if args.check else 0
     print(f"identical to the golden for {key}")
     return 0

@@ -88,8 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from teso.engine.predict import predict_video, read_cue_file
     from teso.model import read_checkpoint_metadata
+    from teso.model.foundation_sources import check_search_paths
     from teso.video.stream import probe_input
 
+    check_search_paths(args.foundations)
     if not args.checkpoint.is_file():
         raise TesoError(
             f"--checkpoint {args.checkpoint}: not found (train one with `teso train` or run `teso demo`)"

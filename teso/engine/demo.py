@@ -62,6 +62,7 @@ class DemoPlan:
     batch_size: int  # clips a step
     seeds: tuple[int, ...]  # training seeds of TeSO and the AV baseline (the visual-only model: the first)
     threads: int = DEFAULT_THREADS  # intra-op threads, fixed: sums then run in one order on any core count
+    device: str = "auto"  # "cpu" keeps every stage on the pinned CPU path even where a GPU is present
 
 
 # Foundation steps: docs/engine.md's measurement (96 px, 800 / 600 steps: all-object mIoU 0.34,
@@ -136,6 +137,7 @@ def run_demo(
         steps_audio=plan.pretrain_audio_steps,
         image_size=plan.image_size,
         seed=seed,
+        device=plan.device,
         progress=progress,
     )
     stage("pretrain", t0)
@@ -168,6 +170,7 @@ def run_demo(
                 split="test",
                 audio=",".join(CONDITIONS),
                 out=Path(run["dir"]) / "eval-test.json",
+                device=plan.device,
                 progress=False,
             )
             results[name][s] = res
@@ -183,6 +186,7 @@ def run_demo(
                             audio="normal",
                             cues=src,
                             out=Path(run["dir"]) / f"eval-test-{src}.json",
+                            device=plan.device,
                             progress=False,
                             allow_cue_mismatch=True,  # Table 3 swaps the cue store on purpose
                         )
@@ -295,7 +299,7 @@ def train_model(
     # A first save cut between its commit and its renames leaves only the journal: a run to resume.
     resume = last.is_file() or commit_journal_path(last).is_file()
     t0 = time.perf_counter()
-    result = Trainer(exp, run, resume=resume, progress=progress).fit()
+    result = Trainer(exp, run, resume=resume, device=plan.device, progress=progress).fit()
     if result.steps != plan.steps:
         raise TesoError(f"{run}: trained {result.steps} steps, the plan says {plan.steps}")
     frames = 5  # v1m clips have 5 one-second frames

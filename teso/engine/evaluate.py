@@ -360,6 +360,7 @@ def evaluate_checkpoint(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     detect_layout(data)  # a wrong DATA is named as such, before any model or feature file is looked for
+    identity = dataset_identity(data)  # before the long loop: an unreadable file stops it at once
     model, extra = load_checkpoint(checkpoint, map_location=dev, foundations=foundations, data_root=data)
     trained = (extra.get("experiment") or {}).get("data", {})
     subset = subset or trained.get("subset")
@@ -418,7 +419,7 @@ def evaluate_checkpoint(
         foundations=extra.get("foundations"),  # `teso pretrain` records: scores, steps, dataset hash
         cue_swap=cue_swap or None,  # what differs from the training cues, when allowed
         environment=environment_record(),
-        dataset=dataset_identity(data),
+        dataset=identity,
     )
     path = Path(out) if out else Path(checkpoint).with_suffix(f".eval-{subset}-{split}.json")
     atomic_write_json(path, results)

@@ -5,8 +5,10 @@ and audio condition, the cue features, predict) run on the pinned path
 (:mod:`teso.utils.numerics`), reduced to hashes of what each stage produced: the dataset's bytes, the
 two foundations' tensors, the cue features, every trained model's tensors and the report's tables.
 Two machines whose fingerprints agree give the demo's numbers bit for bit; where they disagree, the
-first differing stage names the culprit. The goldens committed in ``tests/golden/fingerprint.json``
-are checked by the test suite (``tests/test_golden.py``) on whatever machine CI lands on.
+first differing stage names the culprit. The goldens committed in
+``teso/engine/goldens/fingerprint.json`` are checked by the test suite (``tests/test_golden.py``) on
+whatever machine CI lands on. Every stage runs on the CPU (``DemoPlan.device``), GPU or not, and
+in a fresh folder: a resumed demo would hand back what an earlier run (other software) made.
 
 Hashes are over tensors (names, dtypes, shapes, bytes), never over file bytes: safetensors writes
 its metadata in an arbitrary order, so the same tensors give other files run to run.
@@ -25,7 +27,7 @@ from teso.engine.demo import DemoPlan
 from teso.errors import TesoError
 
 PLAN = DemoPlan(
-    clips=10,  # v1m: train 7, val 1, test 2 — every stage runs, in about 20 s on 2 cores
+    clips=10,  # v1m: train 7, val 1, test 2 — every stage runs, in about 15 s on 2 cores
     image_size=64,
     pretrain_visual_steps=3,
     pretrain_audio_steps=3,
@@ -33,8 +35,10 @@ PLAN = DemoPlan(
     batch_size=2,
     seeds=(0,),
     threads=2,  # fixed, whatever the core count: the demo's own default
+    device="cpu",  # the pinned path is a CPU path
 )
 STAGES = ("dataset", "visual_foundation", "audio_foundation", "cue_features", "models", "tables")
+TEXT_ENCODER = "minilm"  # the demo's text features
 
 
 def _tensors_hash(path: Path) -> str:
@@ -46,8 +50,11 @@ def _tensors_hash(path: Path) -> str:
 
 
 def _features_hash(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise TesoError(f"{folder}: no cue feature files (the demo's cue stage did not write any)")
     h = hashlib.sha256(b"teso-cue-features v1\n")
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in files:
         h.update(f"{path.name}\0{_tensors_hash(path)}\n".encode())
     return h.hexdigest()
 
@@ -56,19 +63,26 @@ def fingerprint(out: str | os.PathLike, progress: bool = False) -> dict[str, Any
     """Run the tiny pinned demo into ``out`` (resumable) and return ``{"values", "plan",
     "environment"}``; ``values`` maps each stage of :data:`STAGES` to its hash (``models``: one per
     trained model)."""
+    from teso.cues.store import CueStore
     from teso.data.identity import dataset_identity
-    from teso.engine.demo import run_demo
+    from teso.engine.demo import TRAIN_CUES, run_demo
+    from teso.model.foundation_sources import AUDIO_FILE, VISUAL_DIR, weights_sha256
     from teso.utils.environment import environment_record
 
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TesoError(
+            f"--out {out}: not empty; a fingerprint runs in a new folder (remove it or choose another)"
+        )
     report = run_demo(out, plan=PLAN, progress=progress)
     root = out / "synthavs"
     found = Path(report["foundations"]["dir"])
+    features = CueStore(root, TRAIN_CUES).features_dir(TEXT_ENCODER) / "clips"
     values = {
         "dataset": dataset_identity(root)["sha256"],
-        "visual_foundation": _tensors_hash(found / "visual" / "model.safetensors"),
-        "audio_foundation": _tensors_hash(found / "audio.safetensors"),
-        "cue_features": _features_hash(root / "cues" / "reasoned" / "features" / "minilm" / "clips"),
+        "visual_foundation": weights_sha256("visual", found / VISUAL_DIR),
+        "audio_foundation": weights_sha256("audio", found / AUDIO_FILE),
+        "cue_features": _features_hash(features),
         "models": {
             f"{name}-seed{seed}": _tensors_hash(Path(run["checkpoint"]))
             for name, by_seed in sorted(report["runs"].items())
@@ -111,3 +125,18 @@ def check(result: dict[str, Any], goldens: dict[str, Any]) -> tuple[str, list[st
     if golden is None:
         return key, None
     return key, compare(result["values"], golden["values"])
+
+
+def explain(differing: list[str], result: dict[str, Any], golden: dict[str, Any]) -> str:
+    """One line: where a fingerprint departs from its golden, and both machines and package sets."""
+    made, here = golden["made_on"], result["environment"]
+    other = {
+        k: (made["packages"].get(k), v) for k, v in here["packages"].items() if made["packages"].get(k) != v
+    }
+    return (
+        f"differs at {', '.join(differing)} (the first is where it starts); golden made on "
+        f"{made['cpu']['vendor']} {made['cpu']['model']} ({made['cpu'].get('family_model_stepping')}), "
+        f"this machine {here['cpu']['vendor']} {here['cpu']['model']} "
+        f"({here['cpu'].get('family_model_stepping')}); packages that differ (golden, here): "
+        f"{other or 'none'}"
+    )

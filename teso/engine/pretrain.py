@@ -58,6 +58,7 @@ from teso.metrics.aggregate import SemanticMeter
 from teso.model.audio_encoder import TinyAudioCNN, save_cnn_weights
 from teso.model.config import TeSOConfig
 from teso.model.foundation import mask2former_config
+from teso.model.foundation_sources import AUDIO_FILE, VISUAL_DIR
 from teso.model.preprocess import preprocess_frames
 from teso.model.variants import get_variant
 from teso.utils.files import atomic_write, atomic_write_json
@@ -65,8 +66,6 @@ from teso.utils.files import atomic_write, atomic_write_json
 FORMAT_NAME = "teso-foundation"
 FORMAT_VERSION = 1
 RECORD_NAME = "foundation.json"
-VISUAL_DIR = "visual"
-AUDIO_FILE = "audio.safetensors"
 STAGES = ("visual", "audio")
 LOG_EVERY = 25  # steps per point of the recorded loss curves
 EVAL_BATCH = 32  # frames (visual) per evaluation forward pass

@@ -56,7 +56,7 @@ from safetensors import SafetensorError, safe_open
 from teso.errors import TesoError
 from teso.model.build import build_teso
 from teso.model.config import TeSOConfig
-from teso.model.foundation_sources import candidates, is_local, resolve, searched_list, source_sha256
+from teso.model.foundation_sources import candidates, find, is_local, searched_list, weights_sha256
 from teso.model.teso import TeSO
 from teso.utils.files import (
     DiskFullError,
@@ -84,7 +84,8 @@ class CheckpointWriteError(TesoError):
 
 
 class FoundationMismatchError(TesoError):
-    """A small checkpoint's frozen foundation source now holds other weights than at save time."""
+    """A small checkpoint's frozen foundation cannot be used: found nowhere, or found holding other
+    weights than at save time, or other tensors than the checkpoint's model has."""
 
 
 # safetensors dtype names (the format's spec)
@@ -205,9 +206,9 @@ def _contents(
             "tensors": len(keys),
             "bytes": sum(state[k].numel() * state[k].element_size() for k in keys),
         }
-        file_sha = source_sha256(part.name, str(source))
-        if file_sha is not None:  # the key that finds the foundation again wherever it moved
-            frozen[part.name]["file_sha256"] = file_sha
+        weights_hash = weights_sha256(part.name, str(source))
+        if weights_hash is not None:  # the key that finds the foundation again wherever it moved
+            frozen[part.name]["weights_sha256"] = weights_hash
         by_reference.update(keys)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in by_reference}
     metadata = {
@@ -439,31 +440,93 @@ def _verified_tensors(path: Path, meta: Mapping[str, str]) -> dict[str, torch.Te
     return state
 
 
-def _fill_from_sources(model: TeSO, frozen: Mapping[str, Any], path: Path) -> None:
-    """Load the frozen weights of the small checkpoint's parts from their sources into ``model``."""
-    for name in frozen:
+def _set_source(config: TeSOConfig, name: str, source: str) -> None:
+    if name == "visual":
+        config.visual.pretrained = source
+    else:
+        config.audio.weights = source
+
+
+def _fill_from_sources(
+    model: TeSO,
+    frozen: Mapping[str, Any],
+    path: Path,
+    *,
+    foundations: Sequence[str | os.PathLike] = (),
+    data_root: str | os.PathLike | None = None,
+) -> None:
+    """Find each frozen part of the small checkpoint at ``path`` (``teso.model.foundation_sources``),
+    load it into ``model`` and point ``model.config`` at it (an absolute path).
+
+    Each candidate is loaded and its frozen tensors hashed as the checkpoint hashed them; the first
+    that matches is kept. None found: one line naming the recorded source, the places searched and
+    ``--foundations DIR``. Found only with other weights: they stay in ``model`` for ``_load_into`` to
+    refuse naming both hashes."""
+    for name, record in frozen.items():
         part = _PARTS[name]
-        try:
-            source_state = part.load(model.config)
-        except TesoError as exc:
-            raise TesoError(f"{path}: stores its frozen {name} weights by reference; {exc}") from exc
+        recorded = str(record.get("source") or part.source(model.config) or "")
+        weights_hash = record.get("weights_sha256")
+        if name == "visual" and weights_hash is None and not is_local(recorded):
+            found = [recorded]  # a hub id: the hub loader finds it
+        else:
+            found = find(
+                name, recorded, weights_hash, checkpoint=path, search=foundations, data_root=data_root
+            )
+        if not found:
+            looked = candidates(
+                name, recorded, weights_hash, checkpoint=path, search=foundations, data_root=data_root
+            )
+            what = (
+                f"weights sha256 {weights_hash[:16]}…"
+                if weights_hash
+                else "older checkpoint, no weights hash"
+            )
+            raise FoundationMismatchError(
+                f"{path}: its frozen {name} foundation {recorded} ({what}) was not found; looked in "
+                f"{searched_list(looked)}; pass --foundations DIR (the folder holding it, e.g. a run's "
+                "synthavs/foundations) or copy it back"
+            )
         keys = _frozen_keys(model, part)
         local = {k: k[len(part.prefix) :] for k in keys}
-        missing = [src for src in local.values() if src not in source_state]
-        if missing:
+        chosen: tuple[str, dict[str, torch.Tensor]] | None = None
+        for cand in found:
+            source = cand if isinstance(cand, str) else str(Path(cand).resolve())
+            _set_source(model.config, name, source)
+            try:
+                source_state = part.load(model.config)
+            except TesoError as exc:
+                if len(found) == 1:
+                    raise TesoError(f"{path}: stores its frozen {name} weights by reference; {exc}") from exc
+                continue  # not loadable as this part: try the next candidate
+            if any(src not in source_state for src in local.values()):
+                if len(found) == 1:
+                    missing = [src for src in local.values() if src not in source_state]
+                    raise FoundationMismatchError(
+                        f"{path}: {part.option}={source} lacks frozen {name} tensors "
+                        f"{_few(missing)} of this checkpoint's model"
+                    )
+                continue
+            view = {key: source_state[src] for key, src in local.items()}
+            if tensors_sha256(view, keys) == record.get("sha256"):
+                chosen = (source, view)
+                break
+            chosen = chosen or (source, view)  # the first loadable one: _load_into names both hashes
+        if chosen is None:
             raise FoundationMismatchError(
-                f"{path}: {part.option}={part.source(model.config)} lacks frozen {name} tensors "
-                f"{_few(missing)} of this checkpoint's model"
+                f"{path}: no candidate for its frozen {name} foundation {recorded} could be loaded "
+                f"({searched_list(found)})"
             )
+        source, view = chosen
+        _set_source(model.config, name, source)
         params = dict(model.named_parameters())
         with torch.no_grad():
-            for key, src in local.items():
-                if tuple(source_state[src].shape) != tuple(params[key].shape):
+            for key, tensor in view.items():
+                if tuple(tensor.shape) != tuple(params[key].shape):
                     raise FoundationMismatchError(
-                        f"{path}: {part.option}={part.source(model.config)}: tensor {src} has shape "
-                        f"{tuple(source_state[src].shape)}, the checkpoint's model {tuple(params[key].shape)}"
+                        f"{path}: {part.option}={source}: tensor {local[key]} has shape "
+                        f"{tuple(tensor.shape)}, the checkpoint's model {tuple(params[key].shape)}"
                     )
-                params[key].copy_(source_state[src])
+                params[key].copy_(tensor)
 
 
 def load_checkpoint_into(model: TeSO, path: str | os.PathLike) -> dict[str, Any]:
@@ -480,43 +543,6 @@ def load_checkpoint_into(model: TeSO, path: str | os.PathLike) -> dict[str, Any]
     return _extra(meta, path)
 
 
-def resolve_foundations(
-    config: TeSOConfig,
-    frozen: Mapping[str, Mapping[str, Any]],
-    path: Path,
-    *,
-    foundations: Sequence[str | os.PathLike] = (),
-    data_root: str | os.PathLike | None = None,
-) -> None:
-    """Point ``config``'s foundation sources at where the frozen parts of the checkpoint at ``path``
-    are now (:mod:`teso.model.foundation_sources`), as absolute paths. A part found nowhere is an
-    error naming the recorded path, its hash and the places searched; a hub id is left as it is."""
-    for name, record in frozen.items():
-        part = _PARTS[name]
-        recorded = str(record.get("source") or part.source(config) or "")
-        sha = record.get("file_sha256")
-        if not recorded or (sha is None and name == "visual" and not is_local(recorded)):
-            continue
-        found = resolve(name, recorded, sha, checkpoint=path, search=foundations, data_root=data_root)
-        if found is None and Path(recorded).expanduser().exists():
-            continue  # other bytes at the recorded path: the tensor-hash check names both hashes
-        if found is None:
-            looked = candidates(name, recorded, sha, checkpoint=path, search=foundations, data_root=data_root)
-            what = (
-                f"weights file sha256 {sha[:16]}…" if sha else "no file hash recorded (an older checkpoint)"
-            )
-            raise FoundationMismatchError(
-                f"{path}: its frozen {name} foundation {recorded} ({what}) was not found; looked in "
-                f"{searched_list(looked)}; pass --foundations DIR (the folder holding it, e.g. a run's "
-                "synthavs/foundations) or re-create it with teso pretrain"
-            )
-        resolved = str(found.resolve())
-        if name == "visual":
-            config.visual.pretrained = resolved
-        else:
-            config.audio.weights = resolved
-
-
 def load_checkpoint(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
@@ -526,8 +552,8 @@ def load_checkpoint(
 ) -> tuple[TeSO, dict]:
     """Rebuild the model from the checkpoint; returns ``(model in eval mode, extra)``.
 
-    A full checkpoint needs nothing else; a small one finds its frozen parts by their recorded hash
-    (:func:`resolve_foundations`: ``foundations`` folders first, then the recorded path, the folders
+    A full checkpoint needs nothing else; a small one finds its frozen parts by their recorded hashes
+    (:func:`_fill_from_sources`: ``foundations`` folders first, then the recorded path, the folders
     above the checkpoint, ``data_root`` and the user cache) and checks their tensors' hash.
     Raises TesoError on a missing/unreadable file, a wrong format version, changed bytes, other
     foundation weights, or any missing, unexpected or mis-shaped tensor (the message lists them).
@@ -537,9 +563,8 @@ def load_checkpoint(
     state = _verified_tensors(path, meta)  # before the config is read: damage is named as such
     config, extra = read_checkpoint_metadata(path)
     frozen = _frozen_record(meta, path)
-    resolve_foundations(config, frozen, path, foundations=foundations, data_root=data_root)
     model = build_teso(config, load_pretrained=False)
-    _fill_from_sources(model, frozen, path)
+    _fill_from_sources(model, frozen, path, foundations=foundations, data_root=data_root)
     _load_into(model, path, meta, state)
     return model.to(map_location).eval(), extra
 

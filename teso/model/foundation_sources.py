@@ -2,30 +2,32 @@
 
 A small checkpoint stores its frozen foundations by reference: the path in its config
 (``visual.pretrained`` — a ``save_pretrained`` directory — and ``audio.weights`` — a safetensors
-file) and, since this module exists, the sha256 of the foundation's weights file (``file_sha256``).
-A path relative to the folder a run was started in stops working as soon as the user ``cd``s
-elsewhere, moves the run folder or sends the checkpoint to a colleague; so the loader looks, in this
-order, for a candidate whose weights file has the recorded hash:
+file), the hash of the frozen tensors inside the model (``sha256``) and, since this module exists,
+``weights_sha256``: the hash of the tensors of the foundation's weights file (names, dtypes, shapes,
+bytes — not the file's bytes: safetensors orders its header metadata differently from one write to
+the next, so equal tensors make unequal files). A path relative to the folder a run was started in
+stops working as soon as the user ``cd``s elsewhere, moves the run folder or sends the checkpoint to
+a colleague; so the loader looks, in this order, for a candidate whose weights have the recorded
+hash:
 
 1. the folders the user names (``--foundations DIR``): DIR itself, ``DIR/visual`` /
    ``DIR/audio.safetensors``, the same one level down (``DIR/*/``) and under ``DIR/foundations/*/``;
 2. the recorded path as it is (absolute, or relative to the working folder);
 3. the recorded path re-rooted at every folder above the checkpoint, dropping its leading parts one
-   at a time (``runs/demo/synthavs/foundations/K/visual`` is found under a moved ``demo`` folder as
-   ``synthavs/foundations/K/visual``);
+   at a time down to two (``runs/demo/synthavs/foundations/K/visual`` is found under a moved ``demo``
+   folder as ``synthavs/foundations/K/visual``);
 4. the data root of the command (``teso eval CKPT DATA``): ``DATA/foundations/*/``;
 5. the user cache, ``$TESO_CACHE/foundations/<sha256>/`` (default ``~/.cache/teso``; ``teso pretrain``
    registers there every foundation it builds).
 
-A checkpoint written before ``file_sha256`` existed is resolved by path only (steps 1–4, first
-existing candidate). Whatever is found, the loader then checks the frozen tensors' own hash as
-before (``teso.model.checkpoint``): other weights are refused naming both hashes. Hub ids (not a
-local path) are left to the hub loader.
+A checkpoint written before ``weights_sha256`` existed (or a visual folder without a single
+``model.safetensors``: sharded or ``.bin`` weights get no weights hash) is resolved by trying every
+existing candidate of steps 1–4 against the frozen tensors' hash (``teso.model.checkpoint``). Other
+weights are refused naming both hashes; hub ids (not a local path) are left to the hub loader.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -39,15 +41,15 @@ VISUAL_DIR = "visual"  # teso pretrain's names inside a foundation folder
 AUDIO_FILE = "audio.safetensors"
 VISUAL_WEIGHTS = "model.safetensors"  # what save_pretrained writes
 CACHE_ENV = "TESO_CACHE"
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a big file is hashed once
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> hash: a big file is hashed once
 
 
 def cache_dir() -> Path:
     """``$TESO_CACHE``, else ``$XDG_CACHE_HOME/teso``, else ``~/.cache/teso``."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
+        return Path(os.environ[CACHE_ENV]).expanduser().absolute()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "teso"
+    return Path(base).expanduser().absolute() / "teso"
 
 
 def weights_file(kind: str, source: str | os.PathLike) -> Path:
@@ -65,30 +67,39 @@ def is_local(source: str | None) -> bool:
     return p.exists() or p.is_absolute() or source.startswith((".", "~")) or len(p.parts) != 2
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (memoised by path, size and modification time)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
-def source_sha256(kind: str, source: str | None) -> str | None:
-    """The ``file_sha256`` of a configured source, or None when it is not a local, existing one."""
-    if not is_local(source):
+def weights_sha256(kind: str, source: str | os.PathLike | None) -> str | None:
+    """The tensors' hash of a local foundation's weights file (memoised by path, size and modification
+    time), or None when ``source`` is not a local, existing safetensors foundation."""
+    if source is None or not is_local(str(source)):
         return None
     wf = weights_file(kind, Path(source).expanduser())
-    return file_sha256(wf) if wf.is_file() else None
+    try:
+        st = wf.stat()
+    except OSError:
+        return None
+    key = (str(wf.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from teso.model.checkpoint import tensors_sha256  # not at import time: checkpoint imports us
+
+        try:
+            _HASHES[key] = tensors_sha256(load_file(str(wf)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise TesoError(f"{wf}: not a readable safetensors weights file ({exc})") from exc
+    return _HASHES[key]
 
 
 def _exists(kind: str, path: Path) -> bool:
     return weights_file(kind, path).is_file()
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(c for c in folder.iterdir() if c.is_dir())
+    except OSError:  # missing or unreadable: nothing to find there
+        return []
 
 
 def _in_folder(kind: str, folder: Path) -> Iterator[Path]:
@@ -96,16 +107,16 @@ def _in_folder(kind: str, folder: Path) -> Iterator[Path]:
     yield folder
     yield folder / name
     for sub in (folder, folder / "foundations"):
-        if sub.is_dir():
-            for child in sorted(sub.iterdir()):
-                if child.is_dir():
-                    yield child / name
+        for child in _children(sub):
+            yield child / name
 
 
 def _rerooted(recorded: Path, checkpoint: Path) -> Iterator[Path]:
     parts = recorded.parts[1:] if recorded.is_absolute() else recorded.parts
-    tails = [Path(*parts[i:]) for i in range(len(parts))]
-    for ancestor in checkpoint.resolve().parents:
+    # Tails of two parts at least: a bare "visual" or "audio.safetensors" in some folder above is not
+    # evidence of anything.
+    tails = [Path(*parts[i:]) for i in range(max(len(parts) - 1, 0))]
+    for ancestor in Path(os.path.abspath(checkpoint)).parents:
         for tail in tails:
             yield ancestor / tail
 
@@ -113,66 +124,74 @@ def _rerooted(recorded: Path, checkpoint: Path) -> Iterator[Path]:
 def candidates(
     kind: str,
     recorded: str,
-    sha256: str | None,
+    weights_hash: str | None,
     *,
     checkpoint: str | os.PathLike | None = None,
     search: Sequence[str | os.PathLike] = (),
     data_root: str | os.PathLike | None = None,
 ) -> Iterator[Path]:
-    """Every place :func:`resolve` looks at, in order (not filtered; may repeat)."""
+    """Every place :func:`find` looks at, in order (not filtered; may repeat)."""
     rec = Path(recorded).expanduser()
+    name = VISUAL_DIR if kind == "visual" else AUDIO_FILE
     for folder in search:
         yield from _in_folder(kind, Path(folder).expanduser())
     yield rec
     if checkpoint is not None:
         yield from _rerooted(rec, Path(checkpoint))
     if data_root is not None:
-        root = Path(data_root).expanduser()
-        if (root / "foundations").is_dir():
-            for child in sorted((root / "foundations").iterdir()):
-                yield child / (VISUAL_DIR if kind == "visual" else AUDIO_FILE)
-    if sha256:
-        entry = cache_dir() / "foundations" / sha256
-        yield entry / (VISUAL_DIR if kind == "visual" else AUDIO_FILE)
+        for child in _children(Path(data_root).expanduser() / "foundations"):
+            yield child / name
+    if weights_hash:
+        yield cache_dir() / "foundations" / weights_hash / name
 
 
-def resolve(
+def find(
     kind: str,
     recorded: str,
-    sha256: str | None,
+    weights_hash: str | None,
     *,
     checkpoint: str | os.PathLike | None = None,
     search: Sequence[str | os.PathLike] = (),
     data_root: str | os.PathLike | None = None,
-) -> Path | None:
-    """The first candidate whose weights file has ``sha256`` (without a recorded hash: the first that
-    exists); None when none matches. See the module docstring for the order."""
-    seen: set[Path] = set()
-    for cand in candidates(kind, recorded, sha256, checkpoint=checkpoint, search=search, data_root=data_root):
+) -> list[Path]:
+    """The candidates to load, best first (see the module docstring for the order).
+
+    With a recorded ``weights_hash``: those whose weights have it — or, when none has, the recorded
+    path alone if it exists (so that loading it names both hashes). Without: every existing
+    candidate, for the caller to check against the frozen tensors' hash."""
+    seen: set[str] = set()
+    existing: list[Path] = []
+    for cand in candidates(
+        kind, recorded, weights_hash, checkpoint=checkpoint, search=search, data_root=data_root
+    ):
         try:
-            key = cand.resolve()
-        except OSError:
+            key = os.path.realpath(cand)
+            present = _exists(kind, cand)
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
             continue
-        if key in seen:
+        if key in seen or not present:
             continue
         seen.add(key)
-        if not _exists(kind, cand):
-            continue
-        if sha256 is None or file_sha256(weights_file(kind, cand)) == sha256:
-            return cand
-    return None
+        existing.append(cand)
+    if weights_hash is None:
+        return existing
+    matching = [c for c in existing if weights_sha256(kind, c) == weights_hash]
+    if matching:
+        return matching
+    rec = Path(recorded).expanduser()
+    return [rec] if _exists(kind, rec) else []
 
 
 def register(kind: str, source: str | os.PathLike) -> Path:
-    """Copy a foundation into the user cache under its ``file_sha256`` (once; atomic) and return the
-    cached path: ``cache/foundations/<sha>/visual`` or ``.../audio.safetensors``."""
+    """Copy a foundation into the user cache under its :func:`weights_sha256` (once; atomic) and
+    return the cached path: ``cache/foundations/<hash>/visual`` or ``.../audio.safetensors``."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     source = Path(source)
     wf = weights_file(kind, source)
     if not wf.is_file():
         raise TesoError(f"{wf}: no such file (a {kind} foundation to register)")
-    entry = cache_dir() / "foundations" / file_sha256(wf)
+    entry = cache_dir() / "foundations" / weights_sha256(kind, source)
     target = entry / (VISUAL_DIR if kind == "visual" else AUDIO_FILE)
     if _exists(kind, target):
         return target
@@ -192,6 +211,13 @@ def register(kind: str, source: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def check_search_paths(paths: Sequence[str | os.PathLike]) -> None:
+    """``--foundations`` values must exist: a typo is named, never silently searched in vain."""
+    for p in paths:
+        if not Path(p).expanduser().exists():
+            raise TesoError(f"--foundations {p}: no such folder or file")
 
 
 def searched_list(places: Iterable[Path], limit: int = 6) -> str:

@@ -43,8 +43,9 @@ def package_versions(names: tuple[str, ...] = NUMERIC_PACKAGES) -> dict[str, str
 def cpu_record(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
     """The CPU's vendor, model name, logical CPU count and dispatch-relevant flags.
 
-    Read from ``/proc/cpuinfo`` on Linux; elsewhere the vendor and flags are None and the model is
-    what :func:`platform.processor` says."""
+    Read from ``/proc/cpuinfo`` (the x86 field names); where that file is missing the vendor and flags
+    are None and the model is what :func:`platform.processor` says; on other architectures the
+    fields it lacks are None."""
     path = Path(cpuinfo)
     fields: dict[str, str] = {}
     count = 0

@@ -61,7 +61,8 @@ def build_library(folder: str | os.PathLike) -> Path:
         [compiler(), "-shared", "-fPIC", "-O2", "-o", str(lib), str(src)], capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise TesoError(f"non-Intel MKL emulation: compiling {src} failed: {done.stderr.strip()[:500]}")
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        raise TesoError(f"non-Intel MKL emulation: compiling {src} failed: {first}")
     return lib
 
 
