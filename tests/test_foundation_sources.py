@@ -16,30 +16,11 @@ from teso.errors import TesoError
 from teso.model import build_teso, get_variant, load_checkpoint, save_checkpoint
 from teso.model.checkpoint import FoundationMismatchError
 from teso.model.foundation_sources import cache_dir, find, register, weights_sha256
+from tests.test_checkpoint import _foundation_sources, _inputs
 
 
 def _sources(folder: Path, config, seed: int) -> tuple[Path, Path]:
-    from transformers import Mask2FormerForUniversalSegmentation
-
-    from teso.model.audio_encoder import TinyAudioCNN, save_cnn_weights
-    from teso.model.foundation import mask2former_config
-
-    torch.manual_seed(seed)
-    m2f = Mask2FormerForUniversalSegmentation(mask2former_config(config.visual, config.num_classes))
-    m2f.save_pretrained(folder / "visual")
-    cnn = TinyAudioCNN(list(config.audio.cnn_channels), config.audio.dim)
-    save_cnn_weights(cnn, folder / "audio.safetensors")
-    return folder / "visual", folder / "audio.safetensors"
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    return (
-        torch.randn(1, 2, 3, 64, 64, generator=g),
-        torch.randn(1, 2, 1, 96, 64, generator=g),
-        torch.randn(1, 2, 4, 384, generator=g),
-        torch.tensor([[2, 4]]),
-    )
+    return _foundation_sources(folder, config, seed)
 
 
 def _small_checkpoint(workdir: Path, monkeypatch) -> tuple[torch.nn.Module, Path]:

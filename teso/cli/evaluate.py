@@ -30,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="JSON file for the results (default beside the checkpoint)"
     )
+    foundations_option(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_eval)
+
+
+def foundations_option(p: argparse.ArgumentParser) -> None:
+    """``--foundations DIR`` (eval, predict): where a moved checkpoint's frozen foundations are."""
     p.add_argument(
         "--foundations",
         type=Path,
@@ -37,11 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="DIR",
         help="folder holding the checkpoint's frozen foundations when they moved (repeatable; found by "
-        "hash; DATA/foundations and ~/.cache/teso are searched anyway)",
+        "hash; beside the checkpoint, DATA/foundations and ~/.cache/teso are searched anyway)",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ LLM_DEFAULT = "meta-llama/Llama-2-7b-chat-hf"
 
 def register(sub: argparse._SubParsersAction) -> None:
     from teso.cli.cues import _caption_opts, _http, _reason_opts
+    from teso.cli.evaluate import foundations_option
 
     p = sub.add_parser("predict", help="segment the sounding objects of an mp4 (or frames + wav)")
     p.add_argument("video", type=Path, help="an mp4 (any container with video + audio) or a folder of frames")
@@ -39,15 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="output directory (default runs/predict/<video name>)"
     )
     p.add_argument("--threshold", type=float, default=0.5, help="mask threshold")
-    p.add_argument(
-        "--foundations",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder holding the checkpoint's frozen foundations when they moved (repeatable; found by "
-        "hash; ~/.cache/teso is searched anyway)",
-    )
+    foundations_option(p)
     p.add_argument(
         "--allow-cue-mismatch",
         action="store_true",
