@@ -93,3 +93,30 @@ def test_goldens_name_the_machine_that_made_them():
         assert made["cpu"]["vendor"] and made["cpu"]["model"] and made["numerics"]["pinned"], key
         assert key == f"torch={made['packages']['torch']} transformers={made['packages']['transformers']}"
         assert set(golden["values"]) == set(STAGES)
+
+
+def test_check_names_the_first_differing_stage_and_what_differs_between_the_machines():
+    from teso.engine.fingerprint import version_key
+
+    golden = read_goldens(GOLDENS)["goldens"]
+    key, entry = next(iter(golden.items()))
+    made = entry["made_on"]
+    env = {
+        "cpu": {"vendor": "AuthenticAMD", "model": "AMD EPYC", "family_model_stepping": "25/17/1"},
+        "packages": {**made["packages"], "numpy": "9.9"},
+        "numerics": made["numerics"],
+    }
+    values = json.loads(json.dumps(entry["values"]))
+    result = {"values": values, "environment": env}
+    assert version_key(env) == key and check(result, {"goldens": golden}) == (key, [])
+    values["models"]["teso-seed0"] = "0" * 64
+    values["audio_foundation"] = "1" * 64
+    assert check(result, {"goldens": golden})[1] == ["audio_foundation", "models"]  # pipeline order
+    line = explain(["audio_foundation", "models"], result, entry)
+    assert line.startswith("differs at audio_foundation, models (the first is where it starts)")
+    assert (
+        "AuthenticAMD AMD EPYC (25/17/1)" in line
+        and f"'numpy': ('{made['packages']['numpy']}', '9.9')" in line
+    )
+    other = {**env, "packages": {**env["packages"], "transformers": "0.0"}}
+    assert check({"values": values, "environment": other}, {"goldens": golden})[1] is None
