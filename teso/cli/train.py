@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--reproducible",
         action="store_true",
-        help="pin the CPU numerics as teso demo does (AVX2 kernels, --threads intra-op threads), so one "
-        "seed gives one set of numbers on any x86-64 CPU; writes OUT/numerics.json",
+        help="pin the CPU numerics as teso demo does (vendor-neutral kernels, --threads intra-op "
+        "threads), so one seed gives one set of numbers on any x86-64 CPU, Intel or AMD; writes "
+        "OUT/numerics.json",
     )
     a.add_argument(
         "--threads",
