@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="SynthAVS -> cues -> train TeSO + baselines -> audio-control evaluation -> predict -> report",
     )
-    p.add_argument("--quick", action="store_true", help="small data and short training (about 4 minutes on 2 cores)")
+    p.add_argument(
+        "--quick", action="store_true", help="small data and short training (about 4 minutes on 2 cores)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="data and training seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
