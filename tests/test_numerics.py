@@ -97,11 +97,13 @@ def test_building_the_cli_parser_does_not_import_torch():
     [
         (["demo", "--help"], True),
         (["fingerprint", "--help"], True),
+        (["eval", "--reproducible", "--help"], True),
+        (["eval", "--help"], False),
         (["ablate", "synth", "--reproducible", "--help"], True),
         (["ablate", "synth", "--help"], False),
     ],
 )
-def test_the_cli_pins_for_demo_fingerprint_and_reproducible_ablate_only(argv, pinned):
+def test_the_cli_pins_for_demo_fingerprint_and_reproducible_ablate_and_eval_only(argv, pinned):
     record = json.loads(_run(_CLI.format(argv=argv), {}))
     assert record["pinned"] is pinned
     assert (record["env"] == PINNED_ENV) is pinned

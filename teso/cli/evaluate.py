@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from teso.cli.options import foundations_option, pin_from_args, reproducible_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from teso.engine.conditions import condition_help
@@ -31,22 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="JSON file for the results (default beside the checkpoint)"
     )
     foundations_option(p)
+    reproducible_options(p, "checkpoint")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
-
-
-def foundations_option(p: argparse.ArgumentParser) -> None:
-    """``--foundations DIR`` (eval, predict): where a moved checkpoint's frozen foundations are."""
-    p.add_argument(
-        "--foundations",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="folder holding the checkpoint's frozen foundations when they moved (repeatable; found by "
-        "hash; beside the checkpoint, DATA/foundations and ~/.cache/teso are searched anyway)",
-    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -54,6 +44,8 @@ def _eval(args: argparse.Namespace) -> int:
     from teso.model.foundation_sources import check_search_paths
 
     check_search_paths(args.foundations)
+    pinned = pin_from_args(args)  # teso.cli.main pinned the kernels before torch was imported
+    device = "cpu" if pinned is not None and args.device == "auto" else args.device
 
     results = evaluate_checkpoint(
         args.checkpoint,
@@ -67,7 +59,7 @@ def _eval(args: argparse.Namespace) -> int:
         batch_clips=args.batch_clips,
         reuse_visual=not args.no_reuse,
         out=args.out,
-        device=args.device,
+        device=device,
         progress=not args.no_progress,
         allow_cue_mismatch=args.allow_cue_mismatch,
         foundations=args.foundations,

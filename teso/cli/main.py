@@ -26,10 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pins_numerics(argv: list[str]) -> bool:
-    """``teso demo``, ``teso fingerprint`` and ``teso ablate --reproducible`` compare numbers across
-    machines."""
+    """``teso demo``, ``teso fingerprint``, ``teso ablate --reproducible`` and ``teso eval
+    --reproducible`` compare numbers across machines."""
     return bool(argv) and (
-        argv[0] in ("demo", "fingerprint") or (argv[0] == "ablate" and "--reproducible" in argv)
+        argv[0] in ("demo", "fingerprint") or (argv[0] in ("ablate", "eval") and "--reproducible" in argv)
     )
 
 

@@ -21,7 +21,7 @@ LLM_DEFAULT = "meta-llama/Llama-2-7b-chat-hf"
 
 def register(sub: argparse._SubParsersAction) -> None:
     from teso.cli.cues import _caption_opts, _http, _reason_opts
-    from teso.cli.evaluate import foundations_option
+    from teso.cli.options import foundations_option
 
     p = sub.add_parser("predict", help="segment the sounding objects of an mp4 (or frames + wav)")
     p.add_argument("video", type=Path, help="an mp4 (any container with video + audio) or a folder of frames")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from teso.errors import TesoError
-from teso.utils.numerics import DEFAULT_THREADS
+from teso.cli.options import pin_from_args, reproducible_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,19 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--audio", default=None, help="audio conditions for each row (default: the config's eval.audio)"
     )
     a.add_argument("--device", default="auto")
-    a.add_argument(
-        "--reproducible",
-        action="store_true",
-        help="pin the CPU numerics as teso demo does (vendor-neutral kernels, --threads intra-op "
-        "threads), so one seed gives one set of numbers on any x86-64 CPU, Intel or AMD; writes "
-        "OUT/numerics.json",
-    )
-    a.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=f"intra-op threads with --reproducible (default {DEFAULT_THREADS})",
-    )
+    reproducible_options(a, "seed (OUT/numerics.json records it)")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_ablate)
 
@@ -82,16 +69,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    numerics = None
-    if args.threads is not None and not args.reproducible:
-        raise TesoError("--threads: only with --reproducible (otherwise torch picks the thread count)")
-    if args.reproducible:
-        from teso.utils.numerics import pin_numerics
-
-        threads = DEFAULT_THREADS if args.threads is None else args.threads
-        if threads < 1:
-            raise TesoError(f"--threads: expected >= 1, got {threads}")
-        numerics = pin_numerics(threads)  # teso.cli.main pinned the kernels before torch was imported
+    numerics = pin_from_args(args)  # teso.cli.main pinned the kernels before torch was imported
     from teso.engine.ablate import ABLATIONS, CUE_ROWS, run_ablations
     from teso.engine.distributed import cleanup
 
