@@ -369,6 +369,13 @@ def test_preference_and_foreground_rates_of_known_maps(tree, tmp_path):
     ]
     for clip, objects in zip(clips, truths):
         _write_truth(clip.clip_dir, inst, objects)
+    from PIL import Image
+
+    for t in (3, 8):  # clip A: nothing sounds in these seconds (an all-background ground truth)
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(clips[0].clip_dir / "labels_rgb" / f"{t}.png")
+        sem = clips[0].clip_dir / "labels_semantic" / f"{t}.png"
+        if sem.is_file():
+            Image.fromarray(np.zeros((h, w), np.uint8)).save(sem)
     maps = np.full((10, h, w), 0.2, np.float32)
     maps[:, :6] = 0.9  # the top quarter: sounding
     maps[:, 6:12] = 0.5  # exactly at the threshold: not sounding (AVSBench: sigmoid(logit) > 0.5)
@@ -397,6 +404,16 @@ def test_preference_and_foreground_rates_of_known_maps(tree, tmp_path):
     # (`>=` would count the 0.5 band too: 2928 / 5760 and 4584 / 7680)
     assert normal["pref_rate"] == (hits_a + hits_b) / (silent_a + silent_b)  # 1968 / 5760
     assert normal["fg_rate"] == 2 * fg_per_clip / (2 * 10 * h * w)  # 2664 / 7680
+    # Over the frames where something sounds (non-empty ground truth) only, from the masks themselves.
+    gts = [ds[i]["masks"].numpy() for i in range(len(ds))]
+    assert [ds[i]["uid"] for i in range(len(ds))] == [c.uid for c in clips] and gts[0].shape == (10, h, w)
+    sounding = [g.reshape(10, -1).any(1) for g in gts]
+    empty = sum(int((~s).sum()) for s in sounding)
+    assert empty == 2  # both kinds of frame occur: the restriction is tested
+    hits_s = sum(int((above & silent[c])[sounding[c]].sum()) for c in range(2))
+    silent_s = sum(int(silent[c][sounding[c]].sum()) for c in range(2))
+    assert normal["pref_rate_sounding"] == hits_s / silent_s != normal["pref_rate"]
+    assert normal["empty_gt_share"] == empty / 20
     # without truth.json (AVSBench) the rate is not measurable: None, not 0
     (clips[1].clip_dir / "truth.json").unlink()
     assert evaluate(model, ds, ["normal"])["conditions"]["normal"]["pref_rate"] is None

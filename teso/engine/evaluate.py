@@ -84,7 +84,11 @@ class ConditionMeters:
     binary: AVSBenchMeter
     foreground: ForegroundRateMeter
     preference: PreferenceRateMeter
+    # The same, over frames whose ground truth has a sounding pixel: where text could help; silent
+    # seconds (blank-when-quiet) are left out (SPEC §7, issue 17 P3).
+    preference_sounding: PreferenceRateMeter
     semantic: SemanticMeter | None = None
+    empty_gt_frames: int = 0  # frames whose ground truth is empty (nothing sounds)
     cues_kept: list[float] = field(default_factory=list)
     # uid -> per frame, one bool per real cue slot (padding left out): what the dynamic mask kept.
     kept: dict[str, list[list[bool]]] = field(default_factory=dict)
@@ -95,6 +99,8 @@ class ConditionMeters:
         self.binary.merge(other.binary)
         self.foreground.merge(other.foreground)
         self.preference.merge(other.preference)
+        self.preference_sounding.merge(other.preference_sounding)
+        self.empty_gt_frames += other.empty_gt_frames
         if self.semantic is not None and other.semantic is not None:
             self.semantic.merge(other.semantic)
         self.cues_kept += other.cues_kept
@@ -113,6 +119,7 @@ def _new_meters(num_classes: int, batch_clips: int, threshold: float) -> Conditi
         ),
         foreground=ForegroundRateMeter(threshold=threshold, from_logits=False),
         preference=PreferenceRateMeter(threshold=threshold, from_logits=False),
+        preference_sounding=PreferenceRateMeter(threshold=threshold, from_logits=False),
         semantic=SemanticMeter(num_classes=num_classes) if num_classes > 1 else None,
     )
 
@@ -239,8 +246,12 @@ def evaluate(
                     m.semantic.update(classes, item["semantic"])
                 m.binary.update(fg, gt.float(), clip_ids=[item["uid"]] * fg.shape[0])
                 m.foreground.update(fg)
+                sounding = gt.reshape(gt.shape[0], -1).bool().any(1)  # [T]: the frame has a source
+                m.empty_gt_frames += int((~sounding).sum())
                 if have_truth:
                     m.preference.update(fg, silent[j])
+                    if sounding.any():
+                        m.preference_sounding.update(fg[sounding], silent[j][sounding])
             if out.prompt_keep is not None:
                 m.unprompted += (~out.prompt_keep.any(-1)).reshape(-1).tolist()
             if text is not None and count is not None:
@@ -285,6 +296,12 @@ def _summarise(
             "miou_nonempty": b["miou_nonempty"],
             "fg_rate": m.foreground.compute()["foreground_rate"],
             "pref_rate": m.preference.compute()["preference_rate"] if have_truth else None,
+            "pref_rate_sounding": (
+                m.preference_sounding.compute()["preference_rate"]
+                if have_truth and m.preference_sounding.frames
+                else None
+            ),
+            "empty_gt_share": m.empty_gt_frames / b["num_frames"] if b["num_frames"] else None,
             "cues_kept": (sum(m.cues_kept) / len(m.cues_kept)) if m.cues_kept else None,
             "all_cues_masked": _all_masked_share(m.kept),
             "unprompted": (sum(m.unprompted) / len(m.unprompted)) if m.unprompted else None,
