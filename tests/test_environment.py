@@ -11,15 +11,7 @@ from teso.data.identity import dataset_identity
 from teso.errors import TesoError
 from teso.utils.environment import cpu_record, environment_record, machine_line, package_versions
 
-_AMD = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 25
-model\t\t: 17
-model name\t: AMD EPYC 9R14 96-Core Processor
-stepping\t: 1
-flags\t\t: fpu sse2 avx2 fma avx512f avx512bw
-
-processor\t: 1
+_CPU_BLOCK = """processor\t: {n}
 vendor_id\t: AuthenticAMD
 cpu family\t: 25
 model\t\t: 17
@@ -27,6 +19,7 @@ model name\t: AMD EPYC 9R14 96-Core Processor
 stepping\t: 1
 flags\t\t: fpu sse2 avx2 fma avx512f avx512bw
 """
+_AMD = "\n".join(_CPU_BLOCK.format(n=n) for n in range(2))  # /proc/cpuinfo of two logical CPUs
 
 
 def test_cpu_record_reads_vendor_model_and_flags(tmp_path):

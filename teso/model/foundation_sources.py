@@ -33,6 +33,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from teso.errors import TesoError
 
@@ -91,6 +92,11 @@ def weights_sha256(kind: str, source: str | os.PathLike | None) -> str | None:
     return _HASHES[key]
 
 
+def _name(kind: str) -> str:
+    """A foundation's name inside a foundation folder (and inside a cache entry)."""
+    return VISUAL_DIR if kind == "visual" else AUDIO_FILE
+
+
 def _exists(kind: str, path: Path) -> bool:
     return weights_file(kind, path).is_file()
 
@@ -103,7 +109,7 @@ def _children(folder: Path) -> list[Path]:
 
 
 def _in_folder(kind: str, folder: Path) -> Iterator[Path]:
-    name = VISUAL_DIR if kind == "visual" else AUDIO_FILE
+    name = _name(kind)
     yield folder
     yield folder / name
     for sub in (folder, folder / "foundations"):
@@ -132,7 +138,7 @@ def candidates(
 ) -> Iterator[Path]:
     """Every place :func:`find` looks at, in order (not filtered; may repeat)."""
     rec = Path(recorded).expanduser()
-    name = VISUAL_DIR if kind == "visual" else AUDIO_FILE
+    name = _name(kind)
     for folder in search:
         yield from _in_folder(kind, Path(folder).expanduser())
     yield rec
@@ -145,25 +151,17 @@ def candidates(
         yield cache_dir() / "foundations" / weights_hash / name
 
 
-def find(
-    kind: str,
-    recorded: str,
-    weights_hash: str | None,
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    search: Sequence[str | os.PathLike] = (),
-    data_root: str | os.PathLike | None = None,
-) -> list[Path]:
-    """The candidates to load, best first (see the module docstring for the order).
+def find(kind: str, recorded: str, weights_hash: str | None, **where: Any) -> list[Path]:
+    """The candidates to load, best first; ``where``: the keyword arguments of :func:`candidates`
+    (see the module docstring for the order).
 
-    With a recorded ``weights_hash``: those whose weights have it — or, when none has, the recorded
-    path alone if it exists (so that loading it names both hashes). Without: every existing
-    candidate, for the caller to check against the frozen tensors' hash."""
+    With a recorded ``weights_hash``: the first candidate whose weights have it (hashing stops
+    there) — or, when none has, the recorded path alone if it exists (so that loading it names both
+    hashes). Without: every existing candidate, for the caller to check against the frozen tensors'
+    hash."""
     seen: set[str] = set()
     existing: list[Path] = []
-    for cand in candidates(
-        kind, recorded, weights_hash, checkpoint=checkpoint, search=search, data_root=data_root
-    ):
+    for cand in candidates(kind, recorded, weights_hash, **where):
         try:
             key = os.path.realpath(cand)
             present = _exists(kind, cand)
@@ -172,12 +170,11 @@ def find(
         if key in seen or not present:
             continue
         seen.add(key)
+        if weights_hash is not None and weights_sha256(kind, cand) == weights_hash:
+            return [cand]
         existing.append(cand)
     if weights_hash is None:
         return existing
-    matching = [c for c in existing if weights_sha256(kind, c) == weights_hash]
-    if matching:
-        return matching
     rec = Path(recorded).expanduser()
     return [rec] if _exists(kind, rec) else []
 
@@ -192,7 +189,7 @@ def register(kind: str, source: str | os.PathLike) -> Path:
     if not wf.is_file():
         raise TesoError(f"{wf}: no such file (a {kind} foundation to register)")
     entry = cache_dir() / "foundations" / weights_sha256(kind, source)
-    target = entry / (VISUAL_DIR if kind == "visual" else AUDIO_FILE)
+    target = entry / _name(kind)
     if _exists(kind, target):
         return target
     entry.mkdir(parents=True, exist_ok=True)
