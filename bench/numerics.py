@@ -56,8 +56,8 @@ if mode == "pinned":
 import torch
 torch.set_num_threads({threads})
 from safetensors.torch import load_file
-from teso.engine.demo import DemoPlan, train_model
-from teso.engine.pretrain import pretrain_foundations
+from teso.synthavs.demo import DemoPlan, train_model
+from teso.synthavs.foundations import pretrain_foundations
 from teso.model.checkpoint import tensors_sha256
 from teso.utils.numerics import numerics_record
 rec = pretrain_foundations(root, steps_visual=pre, steps_audio=pre, image_size=96, out=out / "found",
@@ -90,7 +90,7 @@ if mode == "pinned":
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 torch.set_num_threads({threads})
-from teso.engine.pretrain import pretrain_foundations
+from teso.synthavs.foundations import pretrain_foundations
 log = []
 class Hash(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
-    from teso.data.synth import generate
+    from teso.synthavs.generator import generate
     from teso.utils.environment import environment_record, machine_line
     from teso.utils.vendor_emulation import available, build_library
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     work = _WORK = Path(tempfile.mkdtemp(prefix="teso-numerics-"))
     root = work / "synthavs"
     generate(root, clips=args.clips, seed=0, subsets=("v1m",), progress=False)
-    from teso.engine.demo import make_cues
+    from teso.synthavs.demo import make_cues
 
     make_cues(root, progress=False)
     why = available()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from teso.data.synth import generate  # noqa: E402
+from teso.synthavs.generator import generate  # noqa: E402
 
 
 def run(clips: int, subsets: tuple[str, ...], workers: int) -> tuple[float, int, int]:

@@ -25,10 +25,10 @@ from teso.cues.reasoners import NounReasoner
 from teso.cues.rec import SlotCounts, seen_cues
 from teso.cues.runner import list_clips, run_score
 from teso.cues.store import CueStore
-from teso.data.synth import Q, generate
-from teso.data.synth.captions import ideal_reading
-from teso.data.synth.categories import CATEGORY_BY_NAME, SILENT, label2idx
 from teso.errors import TesoError
+from teso.synthavs.generator import Q, generate
+from teso.synthavs.generator.captions import ideal_reading
+from teso.synthavs.generator.categories import CATEGORY_BY_NAME, SILENT, label2idx
 from tests.cues_fixtures import make_tree
 
 SCENE_WORDS = {"left", "right", "middle", "picture", "wall", "room", "sky", "grass", "park", "street",

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from teso.data.identity import dataset_identity
-from teso.engine.demo import DemoPlan, beyond_spread, mean_sd, run_demo
+from teso.synthavs.demo import DemoPlan, beyond_spread, mean_sd, run_demo
 from teso.utils.environment import machine_line
 from teso.utils.numerics import PINNED_ENV
 

@@ -49,7 +49,7 @@ def test_environment_record_names_the_software_and_the_numerics():
 
 
 def test_synthavs_identity_hashes_content_and_ignores_run_folders(tmp_path):
-    from teso.data.synth import generate
+    from teso.synthavs.generator import generate
 
     root = tmp_path / "a"
     generate(root, clips=4, seed=0, subsets=("v1m",), progress=False)

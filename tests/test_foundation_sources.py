@@ -177,8 +177,8 @@ def test_an_older_checkpoint_tries_every_candidate_against_its_tensor_hash(tmp_p
 
 
 def test_pretrain_registers_what_it_builds(tmp_path, monkeypatch):
-    from teso.data.synth import generate
-    from teso.engine.pretrain import pretrain_foundations
+    from teso.synthavs.foundations import pretrain_foundations
+    from teso.synthavs.generator import generate
 
     monkeypatch.setenv("TESO_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "synth"

@@ -1,5 +1,5 @@
 """The golden test: a tiny pinned ``teso demo`` gives the committed bits on this machine
-(``teso fingerprint`` against ``teso/engine/goldens/fingerprint.json``), and still does when MKL is
+(``teso fingerprint`` against ``teso/synthavs/goldens/fingerprint.json``), and still does when MKL is
 made to believe the CPU is not Intel's.
 
 The goldens were recorded on one machine (its CPU is in the file, ``made_on``); CI lands on Intel or
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from teso.cli.fingerprint import GOLDENS
-from teso.engine.fingerprint import STAGES, check, explain, read_goldens
+from teso.synthavs.fingerprint import STAGES, check, explain, read_goldens
 from teso.utils import vendor_emulation
 from teso.utils.numerics import PINNED_ENV
 
@@ -96,7 +96,7 @@ def test_goldens_name_the_machine_that_made_them():
 
 
 def test_check_names_the_first_differing_stage_and_what_differs_between_the_machines():
-    from teso.engine.fingerprint import version_key
+    from teso.synthavs.fingerprint import version_key
 
     golden = read_goldens(GOLDENS)["goldens"]
     key, entry = next(iter(golden.items()))

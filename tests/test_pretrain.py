@@ -11,9 +11,12 @@ from safetensors.torch import load_file, save_file
 from transformers import Mask2FormerForUniversalSegmentation
 
 from teso.cli.main import main
-from teso.data.synth import generate
 from teso.engine.config import load_experiment
-from teso.engine.pretrain import (
+from teso.engine.trainer import Trainer, model_config_for
+from teso.errors import TesoError
+from teso.model import AudioConfig, AudioEncoder, build_teso, get_variant, load_checkpoint
+from teso.model.foundation import load_mask2former
+from teso.synthavs.foundations import (
     AUDIO_FILE,
     RECORD_NAME,
     VISUAL_DIR,
@@ -24,10 +27,7 @@ from teso.engine.pretrain import (
     pretrain_foundations,
     tagging_map,
 )
-from teso.engine.trainer import Trainer, model_config_for
-from teso.errors import TesoError
-from teso.model import AudioConfig, AudioEncoder, build_teso, get_variant, load_checkpoint
-from teso.model.foundation import load_mask2former
+from teso.synthavs.generator import generate
 
 SIZE = 64
 KW = {"steps_visual": 6, "steps_audio": 6, "image_size": SIZE, "seed": 0, "progress": False}

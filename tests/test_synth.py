@@ -17,10 +17,10 @@ from PIL import Image
 from teso.data.avsbench import AVSBenchDataset
 from teso.data.check import check_tree
 from teso.data.palette import colorize
-from teso.data.synth import generate, split_counts
-from teso.data.synth.categories import AUDIBLE, CATEGORY_BY_NAME, SILENT, label2idx
-from teso.data.synth.scenes import sample_scene
 from teso.errors import TesoError
+from teso.synthavs.generator import generate, split_counts
+from teso.synthavs.generator.categories import AUDIBLE, CATEGORY_BY_NAME, SILENT, label2idx
+from teso.synthavs.generator.scenes import sample_scene
 
 AUDIO_WORDS = ("sound", "noise", "hear", "loud", "audio", "bark", "sing", "playing", "ticking", "siren")
 AUDIO_WORD_RE = re.compile(
@@ -161,7 +161,7 @@ def test_seconds_with_sounding_objects_are_louder(synth):
 
 
 def test_truth_matches_the_files_and_the_scene_sampler(synth):
-    from teso.data.synth import IMAGE_SIZE, Q, _clip_rng
+    from teso.synthavs.generator import IMAGE_SIZE, Q, _clip_rng
 
     for row in csv.DictReader((synth / "metadata.csv").open()):
         clip = synth / row["label"] / row["uid"]
@@ -220,7 +220,7 @@ def test_a_category_prior_rule_is_rewarded_in_train_and_useless_in_test():
 def test_occlusion_order_nearer_objects_hide_farther_ones():
     from dataclasses import replace
 
-    from teso.data.synth.render import render_background, render_frame
+    from teso.synthavs.generator.render import render_background, render_frame
 
     overlaps = 0
     for i in range(60):
@@ -245,7 +245,7 @@ def test_each_category_sounds_distinct_in_log_mel():
     import torch
 
     from teso.audio import log_mel_examples
-    from teso.data.synth.sounds import noise_floor, object_voice, sounding_second
+    from teso.synthavs.generator.sounds import noise_floor, object_voice, sounding_second
 
     def examples(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(seed)
@@ -274,7 +274,7 @@ def test_each_category_sounds_distinct_in_log_mel():
 
 
 def test_captions_vary_and_place_objects_where_they_are():
-    from teso.data.synth.captions import caption_frame
+    from teso.synthavs.generator.captions import caption_frame
 
     texts = set()
     for i in range(40):
@@ -308,8 +308,8 @@ def test_cli_generates_and_checks(tmp_path, capsys):
 
 
 def test_no_caption_building_block_mentions_audio():
-    from teso.data.synth import captions
-    from teso.data.synth.categories import CATEGORIES
+    from teso.synthavs.generator import captions
+    from teso.synthavs.generator.categories import CATEGORIES
 
     blocks = [p for c in CATEGORIES for p in (*c.cue_on, *c.cue_off, c.noun, *(n for n, _ in c.colours))]
     blocks += [

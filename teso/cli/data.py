@@ -46,7 +46,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from teso.data.check import check_tree
-    from teso.data.synth import generate
+    from teso.synthavs.generator import generate
 
     subsets = tuple(s.strip() for s in args.subsets.split(",") if s.strip())
     summary = generate(args.out, clips=args.clips, seed=args.seed, subsets=subsets, progress=True)

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from teso.engine.demo import run_demo  # teso.cli.main pinned the kernels; run_demo pins threads
+    from teso.synthavs.demo import run_demo  # teso.cli.main pinned the kernels; run_demo pins threads
 
     out = args.out if not args.quick or args.out != Path("runs/demo") else Path("runs/demo-quick")
     run_demo(out, quick=args.quick, seed=args.seed, progress=not args.no_progress)

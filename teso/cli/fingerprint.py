@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-GOLDENS = Path(__file__).resolve().parents[1] / "engine" / "goldens" / "fingerprint.json"
+GOLDENS = Path(__file__).resolve().parents[1] / "synthavs" / "goldens" / "fingerprint.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +43,8 @@ def _fingerprint(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from teso.engine.fingerprint import check, explain, fingerprint, read_goldens, version_key
     from teso.errors import TesoError
+    from teso.synthavs.fingerprint import check, explain, fingerprint, read_goldens, version_key
     from teso.utils.environment import machine_line
     from teso.utils.files import atomic_write_json
     from teso.utils.numerics import PINNED_ENV, numerics_record

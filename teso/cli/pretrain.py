@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from teso.engine.pretrain import pretrain_foundations
+    from teso.synthavs.foundations import pretrain_foundations
 
     res = pretrain_foundations(
         args.root,

@@ -320,7 +320,7 @@ class ReasonedReasoner(_TruthSource):
     """What an ideal reader of each SynthAVS caption concludes (``reasoned``; the demo's cue source).
 
     ``source="file"`` (default) reads ``{clip}/reasoned.json``, written by the generator beside the
-    captions (:func:`teso.data.synth.captions.ideal_reading`); a missing file is an error naming it.
+    captions (:func:`teso.synthavs.generator.captions.ideal_reading`); a missing file is an error naming it.
     ``source="truth"`` derives the same lists from ``truth.json`` with the same function, for trees
     made before the generator wrote the file; the provenance says which was read.
     """
@@ -341,7 +341,7 @@ class ReasonedReasoner(_TruthSource):
         return {
             "reasoner": self.name,
             "backend": "synthavs",
-            "model": f"teso.data.synth {self.generator_version}",
+            "model": f"teso.synthavs.generator {self.generator_version}",
             "prompt": None,
             "prompt_version": None,
             "prompt_sha": None,
@@ -351,7 +351,7 @@ class ReasonedReasoner(_TruthSource):
 
     def _load(self, clip_dir: Path) -> tuple[Path, list[list[str]]]:
         from teso.cues.rec import read_truth
-        from teso.data.synth.captions import ideal_reading
+        from teso.synthavs.generator.captions import ideal_reading
 
         if self.source == "truth":
             path = clip_dir / "truth.json"

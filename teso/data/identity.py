@@ -6,7 +6,7 @@
   (relative path and size): instant, and it changes whenever a file is added, removed or resized.
 
 Either way the top-level folders that runs write into a data root (``foundations``, ``cues``) are not
-the dataset and are left out. (Not to be confused with ``teso.engine.pretrain.dataset_hash``, the
+the dataset and are left out. (Not to be confused with ``teso.synthavs.foundations.dataset_hash``, the
 foundations' cache key: ``synth.json`` + ``metadata.csv`` only.)
 """
 

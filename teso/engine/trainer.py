@@ -23,7 +23,6 @@ from teso.engine.data import ClipDataset, open_text_features, segmentation_targe
 from teso.engine.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier, init_distributed
 from teso.engine.evaluate import evaluate
 from teso.engine.optim import parameter_groups
-from teso.engine.pretrain import foundation_provenance
 from teso.engine.runlog import RunLogger
 from teso.engine.sampling import epoch_batches
 from teso.errors import TesoError
@@ -37,6 +36,7 @@ from teso.model.checkpoint import (
     training_state_path,
 )
 from teso.model.preprocess import TeSOTargets, preprocess_frames
+from teso.synthavs.foundations import foundation_provenance
 from teso.utils.files import atomic_write_text
 
 # Keys that may differ between a run and its resumption: they only say where to stop.

@@ -53,8 +53,8 @@ def sounds_figure(path: Path, seed: int = 0) -> Path:
     import matplotlib.pyplot as plt
 
     from teso.audio import log_mel_spectrogram
-    from teso.data.synth.categories import AUDIBLE
-    from teso.data.synth.sounds import object_voice, sounding_second
+    from teso.synthavs.generator.categories import AUDIBLE
+    from teso.synthavs.generator.sounds import object_voice, sounding_second
 
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(2, 5, figsize=(12, 4.4), dpi=100)
@@ -83,7 +83,7 @@ def render_gallery(root: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m teso.data.synth.gallery [OUT_DIR] [--root ROOT]``: regenerate the README pictures.
+    """``python -m teso.synthavs.generator.gallery [OUT_DIR] [--root ROOT]``: regenerate the README pictures.
 
     Without ``--root`` a small SynthAVS (12 clips per subset, seed 0) is generated in a temporary
     folder first, so the pictures never depend on a dataset lying around.
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    from teso.data.synth import generate
+    from teso.synthavs.generator import generate
 
     p = argparse.ArgumentParser(description="write docs/images/synth_frames.png and synth_sounds.png")
     p.add_argument("out_dir", nargs="?", default="docs/images", type=Path)

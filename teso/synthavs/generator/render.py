@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from teso.data.synth.scenes import Scene, SceneObject
+from teso.synthavs.generator.scenes import Scene, SceneObject
 
 RGB = tuple[int, int, int]
 SKIN: tuple[RGB, ...] = ((236, 196, 160), (198, 150, 110), (140, 96, 66), (96, 64, 44))

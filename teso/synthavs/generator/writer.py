@@ -12,11 +12,11 @@ import soundfile as sf
 from PIL import Image
 
 from teso.data.palette import colorize
-from teso.data.synth.captions import caption_clip, ideal_reading
-from teso.data.synth.categories import CATEGORY_BY_NAME, label2idx
-from teso.data.synth.render import render_clip
-from teso.data.synth.scenes import Scene
-from teso.data.synth.sounds import SR, mix_second, object_voice, sounding_second
+from teso.synthavs.generator.captions import caption_clip, ideal_reading
+from teso.synthavs.generator.categories import CATEGORY_BY_NAME, label2idx
+from teso.synthavs.generator.render import render_clip
+from teso.synthavs.generator.scenes import Scene
+from teso.synthavs.generator.sounds import SR, mix_second, object_voice, sounding_second
 
 JPEG_QUALITY = 90
 

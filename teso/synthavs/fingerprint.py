@@ -6,7 +6,7 @@ and audio condition, the cue features, predict) run on the pinned path
 two foundations' tensors, the cue features, every trained model's tensors and the report's tables.
 Two machines whose fingerprints agree give the demo's numbers bit for bit; where they disagree, the
 first differing stage names the culprit. The goldens committed in
-``teso/engine/goldens/fingerprint.json`` are checked by the test suite (``tests/test_golden.py``) on
+``teso/synthavs/goldens/fingerprint.json`` are checked by the test suite (``tests/test_golden.py``) on
 whatever machine CI lands on. Every stage runs on the CPU (``DemoPlan.device``), GPU or not, and
 in a fresh folder: a resumed demo would hand back what an earlier run (other software) made.
 
@@ -23,8 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from teso.engine.demo import DemoPlan
 from teso.errors import TesoError
+from teso.synthavs.demo import DemoPlan
 
 PLAN = DemoPlan(
     clips=10,  # v1m: train 7, val 1, test 2 — every stage runs, in about 15 s on 2 cores
@@ -65,8 +65,8 @@ def fingerprint(out: str | os.PathLike, progress: bool = False) -> dict[str, Any
     trained model)."""
     from teso.cues.store import CueStore
     from teso.data.identity import dataset_identity
-    from teso.engine.demo import TRAIN_CUES, run_demo
     from teso.model.foundation_sources import AUDIO_FILE, VISUAL_DIR, weights_sha256
+    from teso.synthavs.demo import TRAIN_CUES, run_demo
     from teso.utils.environment import environment_record
 
     out = Path(out)

@@ -122,14 +122,14 @@ def run_demo(
 
     t0 = time.perf_counter()
     _say(f"[1/7] SynthAVS ({plan.clips} multi-source clips) -> {root}", progress)
-    from teso.data.synth import generate
+    from teso.synthavs.generator import generate
 
     generate(root, clips=plan.clips, seed=seed, subsets=("v1m",), progress=progress)
     stage("synth", t0)
 
     t0 = time.perf_counter()
     _say("[2/7] foundations: visual (every object by category) + audio (sound tagging), frozen", progress)
-    from teso.engine.pretrain import pretrain_foundations
+    from teso.synthavs.foundations import pretrain_foundations
 
     foundations = pretrain_foundations(
         root,

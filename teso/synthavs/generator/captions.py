@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from teso.data.synth.categories import CATEGORY_BY_NAME
-from teso.data.synth.scenes import Scene, SceneObject
+from teso.synthavs.generator.categories import CATEGORY_BY_NAME
+from teso.synthavs.generator.scenes import Scene, SceneObject
 
 INTRO = {
     "room": ("In a room with a {top} wall and a {bottom} floor", "Inside a room with {top} walls"),
@@ -67,7 +67,7 @@ def ideal_reading(truth: dict) -> list[list[str]]:
     these cues are right about an object-second with probability q: the stand-in for a capable LLM
     reasoner (docs/synthavs.md).
 
-    ``truth`` is a ``truth.json`` record (:func:`teso.data.synth.writer.truth_record`); the caption
+    ``truth`` is a ``truth.json`` record (:func:`teso.synthavs.generator.writer.truth_record`); the caption
     order is recomputed from each object's ``anchor_xy`` exactly as the captioner sorts ``x[t]``.
     """
     seconds = int(truth["seconds"])

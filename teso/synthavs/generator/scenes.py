@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from teso.data.synth.categories import AUDIBLE, CATEGORY_BY_NAME, SILENT
+from teso.synthavs.generator.categories import AUDIBLE, CATEGORY_BY_NAME, SILENT
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 EVAL_RATE = 0.5

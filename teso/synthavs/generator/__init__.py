@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from teso.data.synth.categories import label2idx
-from teso.data.synth.scenes import SPLITS, SUBSETS, sample_scene
-from teso.data.synth.writer import describe_categories, metadata_row, write_clip
 from teso.errors import TesoError
+from teso.synthavs.generator.categories import label2idx
+from teso.synthavs.generator.scenes import SPLITS, SUBSETS, sample_scene
+from teso.synthavs.generator.writer import describe_categories, metadata_row, write_clip
 from teso.utils.files import atomic_write_json, atomic_write_text
 
 VERSION = "1.0"
@@ -122,7 +122,7 @@ def generate(
     atomic_write_json(
         out / "synth.json",
         {
-            "generator": "teso.data.synth",
+            "generator": "teso.synthavs.generator",
             "parameters": params,
             "categories": describe_categories(),
             "splits": {
