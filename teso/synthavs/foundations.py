@@ -179,8 +179,10 @@ class FoundationData:
     ``tags``: the K_A audible ones (tag column k = ``tags[k]``).
     ``frames`` uint8 [N, S, S, 3] (resized exactly as TeSO's data pipeline does); ``objects`` uint8
     [N, H, W] category id per pixel at the dataset's resolution (0 = background); ``audio`` float
-    [N, 1, 96, 64] the VGGish log-mel example of each second; ``sounding`` bool [N, K_A]. One row a
-    frame = one row a second (1 fps).
+    [N, 1, 96, 64] the VGGish log-mel example of each second; ``sounding`` bool [N, K_A]; ``mixed``
+    int [N] the number of sources in each second's audio, on screen or off (v2's off-screen source).
+    ``families``: family name -> its member tags (v2; empty for v1). One row a frame = one row a
+    second (1 fps).
     """
 
     categories: list[str]
@@ -189,6 +191,8 @@ class FoundationData:
     objects: torch.Tensor
     audio: torch.Tensor
     sounding: torch.Tensor
+    mixed: torch.Tensor
+    families: dict[str, list[str]]
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -196,9 +200,10 @@ class FoundationData:
 
 def _clip_truth(
     clip_dir: Path, seconds: int, category_index: dict[str, int], tag_index: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(objects [T, H, W] uint8 category ids, sounding [T, K_A] bool)`` of one clip from its
-    ``truth.json`` and ``instances/{t}.png``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(objects [T, H, W] uint8 category ids, sounding [T, K_A] bool, mixed [T] int)`` of one clip
+    from its ``truth.json`` and ``instances/{t}.png``; ``mixed``: sources heard per second (on-screen
+    objects sounding plus v2's off-screen source)."""
     truth_path = clip_dir / "truth.json"
     if not truth_path.is_file():
         raise TesoError(f"{truth_path}: missing (SynthAVS writes every visible object's truth there)")
@@ -209,6 +214,10 @@ def _clip_truth(
         raise TesoError(f"{truth_path}: not a SynthAVS truth.json ({exc})") from exc
     lut = np.zeros(256, dtype=np.uint8)  # instance id -> category id
     sounding = np.zeros((seconds, len(tag_index)), dtype=bool)
+    mixed = np.zeros(seconds, dtype=np.int64)
+    offscreen = truth.get("offscreen")
+    if offscreen:
+        mixed += np.asarray(offscreen["sounding"], dtype=np.int64)
     for obj in objects:
         category = obj["category"]
         if category not in category_index:
@@ -219,6 +228,7 @@ def _clip_truth(
             if len(flags) != seconds:
                 raise TesoError(f"{truth_path}: {category} has {len(flags)} sounding flags for {seconds} s")
             sounding[np.asarray(flags, dtype=bool), tag_index[category]] = True
+            mixed += np.asarray(flags, dtype=np.int64)
     maps = []
     for t in range(seconds):
         path = clip_dir / "instances" / f"{t}.png"
@@ -226,7 +236,7 @@ def _clip_truth(
             raise TesoError(f"{path}: missing instance mask of frame {t}")
         with Image.open(path) as img:
             maps.append(lut[np.asarray(img, dtype=np.uint8)])
-    return np.stack(maps), sounding
+    return np.stack(maps), sounding, mixed
 
 
 class _TruthClips(Dataset):
@@ -240,8 +250,14 @@ class _TruthClips(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         item, record = self.base[index], self.base.records[index]
-        obj, snd = _clip_truth(record.clip_dir, record.num_frames, self.category_index, self.tag_index)
-        return item["frames"], item["audio"], torch.from_numpy(obj), torch.from_numpy(snd)
+        obj, snd, mixed = _clip_truth(record.clip_dir, record.num_frames, self.category_index, self.tag_index)
+        return (
+            item["frames"],
+            item["audio"],
+            torch.from_numpy(obj),
+            torch.from_numpy(snd),
+            torch.from_numpy(mixed),
+        )
 
 
 def load_foundation_data(
@@ -271,7 +287,8 @@ def load_foundation_data(
         ]
     )
     loader = DataLoader(clips, batch_size=None, num_workers=workers if len(clips) > 1 else 0)
-    frames, audio, objects, sounding = (list(parts) for parts in zip(*loader))
+    frames, audio, objects, sounding, mixed = (list(parts) for parts in zip(*loader))
+    families = {f: [m for m in members if m in tag_index] for f, members in synth.get("families", {}).items()}
     return FoundationData(
         categories=categories,
         tags=tags,
@@ -279,6 +296,8 @@ def load_foundation_data(
         objects=torch.cat(objects),
         audio=torch.cat(audio),
         sounding=torch.cat(sounding),
+        mixed=torch.cat(mixed),
+        families=families,
     )
 
 
@@ -530,12 +549,34 @@ def evaluate_audio(tagger: AudioTagger, data: FoundationData, device: torch.devi
         [tagger(data.audio[s : s + 256].to(device)).sigmoid().cpu() for s in range(0, len(data), 256)]
     )
     mean_ap, per = tagging_map(scores, data.sounding)
-    return {
+    out = {
         "map": mean_ap,
         "per_category_ap": {t: (None if ap is None else round(ap, 5)) for t, ap in zip(data.tags, per)},
         "eval_seconds": len(data),
         "positive_rate": round(float(data.sounding.float().mean()), 5),
     }
+    if data.families:
+        out.update(family_scores(scores, data))
+    return out
+
+
+def family_scores(scores: torch.Tensor, data: FoundationData) -> dict:
+    """SynthAVS v2's premise P1 (docs/synthavs.md), from the tagger's scores ``[N, K_A]``: mAP of the
+    *category* tags and of the *family* tags (a family's score: its best member's; positive when a
+    member sounds on screen), over every second and over the multi-source seconds (``mixed`` ≥ 2)."""
+    index = {t: k for k, t in enumerate(data.tags)}
+    cols = [[index[m] for m in members] for members in data.families.values()]
+    fam_scores = torch.stack([scores[:, c].max(1).values for c in cols], 1)
+    fam_labels = torch.stack([data.sounding[:, c].any(1) for c in cols], 1)
+    multi = data.mixed >= 2
+    out: dict[str, Any] = {
+        "family_map": tagging_map(fam_scores, fam_labels)[0],
+        "multi_source_seconds": int(multi.sum()),
+    }
+    if bool(multi.any()) and bool(data.sounding[multi].any()):
+        out["multi_source_map"] = tagging_map(scores[multi], data.sounding[multi])[0]
+        out["multi_source_family_map"] = tagging_map(fam_scores[multi], fam_labels[multi])[0]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """SynthAVS: a procedural audio-visual segmentation dataset with the segmentation preference built in.
 
-``generate(out, clips=None, seed=0)`` writes it in AVSBench's released layout (plus captions,
+``generate(out, clips=None, seed=0, version=2)`` writes it in AVSBench's released layout (plus captions,
 per-object truth and instance masks); see docs/synthavs.md. Each clip's randomness derives from
 (seed, subset, split, index) alone, so clips are independent, the output is the same bytes for the
 same seed, and an interrupted run resumes where it stopped.
@@ -21,18 +21,21 @@ import numpy as np
 from tqdm import tqdm
 
 from teso.errors import TesoError
-from teso.synthavs.generator.categories import label2idx
+from teso.synthavs.generator.categories import FAMILIES, label2idx
 from teso.synthavs.generator.scenes import SPLITS, SUBSETS, sample_scene
+from teso.synthavs.generator.scenes_v2 import PARAMETERS as V2_PARAMETERS
+from teso.synthavs.generator.scenes_v2 import sample_scene_v2
 from teso.synthavs.generator.writer import describe_categories, metadata_row, write_clip
 from teso.utils.files import atomic_write_json, atomic_write_text
 
-VERSION = "1.0"
+VERSIONS = {1: "1.0", 2: "2.0"}  # --version N -> the version string recorded in synth.json
+DEFAULT_VERSION = 2  # v2 poses the paper's question (docs/synthavs.md); v1 stays for its findings
 DEFAULT_CLIPS = {"v1s": 300, "v1m": 300, "v2": 120}  # under two minutes on 2 cores (docs/synthavs.md)
 SPLIT_SHARES = {"train": 0.7, "val": 0.1, "test": 0.2}
 IMAGE_SIZE = 128
 Q = 0.8  # probability that an object's activity cue agrees with its sounding state
 
-__all__ = ["DEFAULT_CLIPS", "SynthSummary", "generate", "split_counts"]
+__all__ = ["DEFAULT_CLIPS", "DEFAULT_VERSION", "SynthSummary", "generate", "scene_for", "split_counts"]
 
 
 @dataclass
@@ -69,10 +72,17 @@ def _clip_rng(seed: int, subset: str, split: str, index: int) -> np.random.Gener
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def _task(args: tuple) -> int:
-    seed, subset, split, index, out = args
+def scene_for(seed: int, subset: str, split: str, index: int, version: int) -> tuple:
+    """``(scene, rng)`` of one clip: the content drawn, the generator positioned for drawing it."""
     rng = _clip_rng(seed, subset, split, index)
-    scene = sample_scene(rng, subset, split, index, IMAGE_SIZE, Q)
+    if version >= 2:
+        return sample_scene_v2(rng, subset, split, index, IMAGE_SIZE), rng
+    return sample_scene(rng, subset, split, index, IMAGE_SIZE, Q), rng
+
+
+def _task(args: tuple) -> int:
+    seed, subset, split, index, out, version = args
+    scene, rng = scene_for(seed, subset, split, index, version)
     clip_dir = Path(out) / subset / scene.uid
     if clip_dir.is_dir():
         return 0
@@ -106,16 +116,24 @@ def generate(
     subsets: tuple[str, ...] | list[str] = ("v1s", "v1m", "v2"),
     progress: bool = True,
     workers: int | None = None,
+    version: int = DEFAULT_VERSION,
 ) -> SynthSummary:
-    """Generate SynthAVS into ``out``; ``clips`` per subset (None = ``DEFAULT_CLIPS``)."""
+    """Generate SynthAVS ``version`` (1 or 2) into ``out``.
+
+    ``clips``: clips per subset (None: ``DEFAULT_CLIPS``).
+    """
     out = Path(out)
+    if version not in VERSIONS:
+        raise TesoError(f"--version {version}: expected one of {', '.join(map(str, VERSIONS))}")
     subsets = tuple(subsets)
     bad = [s for s in subsets if s not in SUBSETS]
     if bad or not subsets:
         raise TesoError(f"--subsets {','.join(subsets)}: expected some of {', '.join(SUBSETS)}")
     counts = {s: split_counts(clips if clips is not None else DEFAULT_CLIPS[s]) for s in subsets}
-    params = {"version": VERSION, "seed": seed, "subsets": list(subsets), "counts": counts,
+    params = {"version": VERSIONS[version], "seed": seed, "subsets": list(subsets), "counts": counts,
               "image_size": IMAGE_SIZE, "q": Q}  # fmt: skip
+    if version >= 2:
+        params = {**params, "q": None, **V2_PARAMETERS}
     _check_out(out, params)
     out.mkdir(parents=True, exist_ok=True)
     # synth.json first: it marks the folder as this generator's, so a killed run can be resumed.
@@ -124,17 +142,18 @@ def generate(
         {
             "generator": "teso.synthavs.generator",
             "parameters": params,
-            "categories": describe_categories(),
+            "categories": describe_categories(version),
             "splits": {
-                "train": "each audible category sounds with its own prior",
-                "val": "every audible object sounds with probability 0.5",
-                "test": "every audible object sounds with probability 0.5",
+                "train": f"each audible {'source' if version >= 2 else 'category'} sounds with its own prior",
+                "val": f"every audible {'source' if version >= 2 else 'object'} sounds with probability 0.5",
+                "test": f"every audible {'source' if version >= 2 else 'object'} sounds with probability 0.5",
             },
+            **({"families": {f: list(m) for f, m in FAMILIES.items()}} if version >= 2 else {}),
         },  # fmt: skip
     )
     atomic_write_json(out / "label2idx.json", label2idx())
     tasks = [
-        (seed, subset, split, i, str(out))
+        (seed, subset, split, i, str(out), version)
         for subset in subsets
         for split in SPLITS
         for i in range(counts[subset][split])
@@ -156,8 +175,8 @@ def generate(
     summary.skipped = len(tasks) - summary.written
     # metadata.csv last, from the scenes alone (cheap: no drawing), so it never lists a missing clip.
     rows = []
-    for seed_, subset, split, i, _ in tasks:
-        scene = sample_scene(_clip_rng(seed_, subset, split, i), subset, split, i, IMAGE_SIZE, Q)
+    for seed_, subset, split, i, _, _ in tasks:
+        scene, _ = scene_for(seed_, subset, split, i, version)
         rows.append(metadata_row(scene))
         summary.seconds_of_audio += scene.seconds
     buf = io.StringIO()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from teso.synthavs.generator.categories import CATEGORY_BY_NAME
+from teso.synthavs.generator.categories import ACTIVITY, CATEGORY_BY_NAME
 from teso.synthavs.generator.scenes import Scene, SceneObject
 
 INTRO = {
@@ -42,7 +42,12 @@ def caption_frame(scene: Scene, t: int, rng: np.random.Generator) -> str:
     sentences = []
     for i, obj in enumerate(objects):
         cat = CATEGORY_BY_NAME[obj.category]
-        phrases = cat.cue_on if obj.cue[t] else cat.cue_off
+        if scene.version >= 2 and obj.audible:
+            # v2: one clip-level statement of who makes a sound (right with probability Q_CLIP).
+            on, off = ACTIVITY[obj.category]
+            phrases = on if obj.active_cue else off
+        else:
+            phrases = cat.cue_on if obj.cue[t] else cat.cue_off
         cue = phrases[int(rng.integers(len(phrases)))]
         thing = f"a {obj.colour} {cat.noun} {_where(obj, t, scene.image_size)}"
         if i == 0:
@@ -67,18 +72,25 @@ def ideal_reading(truth: dict) -> list[list[str]]:
     these cues are right about an object-second with probability q: the stand-in for a capable LLM
     reasoner (docs/synthavs.md).
 
+    In v2 (``truth["version"] == 2``) the captions say once for the whole clip who makes a sound
+    ("someone is playing the guitar"): the reader names, in every frame, the audible objects so
+    described (``active_cue``), right about an object with probability ``Q_CLIP`` for the clip and
+    silent about *when* it sounds.
+
     ``truth`` is a ``truth.json`` record (:func:`teso.synthavs.generator.writer.truth_record`); the caption
     order is recomputed from each object's ``anchor_xy`` exactly as the captioner sorts ``x[t]``.
     """
     seconds = int(truth["seconds"])
     objects = truth["objects"]
+    v2 = int(truth.get("version", 1)) >= 2
     out = []
     for t in range(seconds):
         # sorted() is stable and the objects are in drawing order, as in caption_frame: same ties.
         in_caption = sorted(objects, key=lambda o: o["anchor_xy"][t][0])
         names: dict[str, None] = {}
         for obj in in_caption:
-            if obj["audible"] and obj["cue"][t]:
+            said = obj["active_cue"] if v2 else obj["cue"][t]
+            if obj["audible"] and said:
                 names[obj["category"]] = None
         out.append(list(names))
     return out

@@ -257,3 +257,43 @@ def label2idx() -> dict[str, int]:
     for i, c in enumerate(CATEGORIES, start=1):
         out[c.name] = i
     return out
+
+
+# ---- SynthAVS v2: sound families (docs/synthavs.md, "SynthAVS v2") --------------------------------
+# Members of a family look clearly different and *sound alike*: in v2 every object of a family draws
+# its voice from the same pool (the sound recipes of all its members, pitch and rate ranges pooled),
+# so the audio can say that "a string instrument" sounds but not which one. AVSS class names as above.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "strings": ("guitar", "piano"),
+    "voices": ("man", "woman"),
+    "engines": ("car", "emergency-car"),
+    "animals": ("dog", "bird"),
+    "percussion": ("drum", "clock"),
+}
+FAMILY_OF: dict[str, str] = {c: f for f, members in FAMILIES.items() for c in members}
+
+# v2 captions say, once for the whole clip, whether an object is the one making the sound ("someone
+# plays the guitar") or a bystander ("nobody touches the piano"): (active phrases, idle phrases).
+# Silent categories keep their distractor phrases (``cue_on`` / ``cue_off``).
+ACTIVITY: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "guitar": (("someone is playing it", "a musician strums it"),
+               ("nobody is playing it", "it leans there unused")),
+    "piano": (("someone is playing it", "a pianist sits at its keys"),
+              ("nobody is playing it", "its lid is closed and nobody sits at it")),
+    "man": (("he is talking", "he is speaking to someone"),
+            ("he is listening quietly", "he stands there in silence")),
+    "woman": (("she is talking", "she is speaking to someone"),
+              ("she is listening quietly", "she stands there in silence")),
+    "car": (("its engine is running", "it is revving its engine"),
+            ("it is parked with the engine off", "its engine is switched off")),
+    "emergency-car": (("it is on a call with its siren on", "its siren is on"),
+                      ("it is parked with its siren off", "its siren is switched off")),
+    "dog": (("it is barking", "it is barking at something"),
+            ("it is lying quietly", "it is calm and quiet")),
+    "bird": (("it is singing", "it is chirping loudly"),
+             ("it is sitting quietly", "it is silent")),
+    "drum": (("someone is beating it", "a drummer is playing it"),
+             ("nobody is playing it", "its sticks lie unused")),
+    "clock": (("it is ticking loudly", "its pendulum is swinging"),
+              ("it has stopped", "its pendulum is still")),
+}  # fmt: skip

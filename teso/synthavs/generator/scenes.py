@@ -76,6 +76,7 @@ class SceneObject:
     y: list[float]
     sounding: list[bool]
     cue: list[bool]
+    active_cue: bool | None = None  # v2: what the captions say of it, once for the clip (None in v1)
 
     @property
     def audible(self) -> bool:
@@ -98,6 +99,8 @@ class Scene:
     image_size: int
     background: dict
     objects: list[SceneObject] = field(default_factory=list)
+    version: int = 1
+    offscreen: dict | None = None  # v2: {"category", "sounding" [T]} of a source outside the frame
 
     def sounding_categories(self) -> list[str]:
         """Categories that sound at least once, by instance id (the ``a_obj`` of metadata.csv)."""
@@ -281,6 +284,31 @@ def sample_scene(
         else:
             cues.append([bool(v) for v in rng.random(seconds) < silent_cue_rate])
 
+    return assemble_scene(
+        rng, subset, split, index, image_size, cats, heights, colours, facings, styles, sounding, cues
+    )
+
+
+def assemble_scene(
+    rng: np.random.Generator,
+    subset: str,
+    split: str,
+    index: int,
+    image_size: int,
+    cats: list[str],
+    heights: list[float],
+    colours: list[tuple],
+    facings: list[int],
+    styles: list[int],
+    sounding: list[list[bool]],
+    cues: list[list[bool]],
+    active: list[bool | None] | None = None,
+    version: int = 1,
+    offscreen: dict | None = None,
+) -> Scene:
+    """Place the drawn objects, pick the background and order the objects by depth (consumes ``rng``
+    after everything else about the clip is decided)."""
+    seconds = SUBSETS[subset].seconds
     while True:
         try:
             xs, ys = _place(rng, cats, heights, seconds, image_size)
@@ -290,6 +318,7 @@ def sample_scene(
             # (deterministic: the same draws lead to the same shrinking).
             heights = [h * 0.9 for h in heights]
     background = _background(rng)
+    active = active if active is not None else [None] * len(cats)
 
     # Drawing order = depth: what stands lower in the frame is nearer the camera.
     order = sorted(range(len(cats)), key=lambda i: (ys[i][0], i))
@@ -306,6 +335,7 @@ def sample_scene(
             y=ys[i],
             sounding=sounding[i],
             cue=cues[i],
+            active_cue=active[i],
         )
         for rank, i in enumerate(order)
     ]
@@ -318,4 +348,6 @@ def sample_scene(
         image_size=image_size,
         background=background,
         objects=objects,
+        version=version,
+        offscreen=offscreen,
     )

@@ -15,6 +15,7 @@ from scipy.signal import lfilter
 SR = 16000
 TARGET_RMS = 0.08  # each sounding object, before its random gain
 NOISE_RMS = 0.004  # the background noise floor (about -48 dBFS)
+OFFSCREEN_GAIN = 0.35  # v2: an off-screen source sounds about 9 dB under an on-screen one
 
 
 def object_voice(category: str, rng: np.random.Generator) -> dict:
@@ -24,6 +25,18 @@ def object_voice(category: str, rng: np.random.Generator) -> dict:
         "gain": float(rng.uniform(0.7, 1.3)),
         "rate": float(rng.uniform(0, 1)),  # position in the category's event-rate range
     }
+
+
+def family_voice(category: str, rng: np.random.Generator) -> dict:
+    """SynthAVS v2: an object's voice drawn from its *family's* pool. The recipe (``as``) is that of a
+    family member chosen uniformly, whatever the object's own category, so that the members of a
+    family sound alike by construction: from the audio alone they are told apart at chance."""
+    from teso.synthavs.generator.categories import FAMILIES, FAMILY_OF
+
+    voice = object_voice(category, rng)
+    members = FAMILIES[FAMILY_OF[category]]
+    voice["as"] = members[int(rng.integers(len(members)))]
+    return voice
 
 
 def _t(n: int = SR) -> np.ndarray:
@@ -178,7 +191,7 @@ GENERATORS = {
 def sounding_second(category: str, voice: dict, rng: np.random.Generator) -> np.ndarray:
     """One second [16000] of ``category`` sounding, at RMS ``TARGET_RMS * voice['gain']`` unless
     that would put its peak above 0.45 (sparse sounds such as ticks are limited by their peak)."""
-    sig = GENERATORS[category](voice, rng)
+    sig = GENERATORS[voice.get("as", category)](voice, rng)
     rms = float(np.sqrt(np.mean(sig**2)))
     peak = float(np.abs(sig).max())
     scale = min(TARGET_RMS * voice["gain"] / max(rms, 1e-9), 0.45 / max(peak, 1e-9))

@@ -13,17 +13,28 @@ from PIL import Image
 
 from teso.data.palette import colorize
 from teso.synthavs.generator.captions import caption_clip, ideal_reading
-from teso.synthavs.generator.categories import CATEGORY_BY_NAME, label2idx
+from teso.synthavs.generator.categories import CATEGORY_BY_NAME, FAMILY_OF, label2idx
 from teso.synthavs.generator.render import render_clip
 from teso.synthavs.generator.scenes import Scene
-from teso.synthavs.generator.sounds import SR, mix_second, object_voice, sounding_second
+from teso.synthavs.generator.sounds import (
+    OFFSCREEN_GAIN,
+    SR,
+    family_voice,
+    mix_second,
+    object_voice,
+    sounding_second,
+)
 
 JPEG_QUALITY = 90
 
 
 def clip_audio(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """[T * 16000] float32: per second, the sum of the objects sounding in it plus the noise floor."""
-    voices = {o.instance_id: object_voice(o.category, rng) for o in scene.objects if o.audible}
+    """[T * 16000] float32: per second, the sum of the objects sounding in it plus the noise floor
+    (v2: voices from the family's pool, and the off-screen source ``OFFSCREEN_GAIN`` under them)."""
+    voice_of = family_voice if scene.version >= 2 else object_voice
+    voices = {o.instance_id: voice_of(o.category, rng) for o in scene.objects if o.audible}
+    off = scene.offscreen
+    off_voice = family_voice(off["category"], rng) if off else None
     seconds = []
     for t in range(scene.seconds):
         parts = [
@@ -31,6 +42,8 @@ def clip_audio(scene: Scene, rng: np.random.Generator) -> np.ndarray:
             for o in scene.objects
             if o.audible and o.sounding[t]
         ]
+        if off and off["sounding"][t]:
+            parts.append(sounding_second(off["category"], off_voice, rng) * np.float32(OFFSCREEN_GAIN))
         seconds.append(mix_second(parts, rng))
     return np.concatenate(seconds).astype(np.float32)
 
@@ -61,6 +74,9 @@ def truth_record(scene: Scene, instances: list[np.ndarray]) -> dict:
     objects = []
     for o in scene.objects:
         boxes, areas = _boxes(instances, o.instance_id)
+        v2 = {}
+        if scene.version >= 2:
+            v2 = {"family": FAMILY_OF.get(o.category), "source": any(o.sounding), "active_cue": o.active_cue}
         objects.append(
             {
                 "instance_id": o.instance_id,
@@ -73,8 +89,10 @@ def truth_record(scene: Scene, instances: list[np.ndarray]) -> dict:
                 "visible_pixels": areas,
                 "anchor_xy": [[x, y] for x, y in zip(o.x, o.y)],
                 "height": o.height,
+                **v2,
             }
         )
+    extra = {"version": scene.version, "offscreen": scene.offscreen} if scene.version >= 2 else {}
     return {
         "uid": scene.uid,
         "subset": scene.subset,
@@ -83,6 +101,7 @@ def truth_record(scene: Scene, instances: list[np.ndarray]) -> dict:
         "image_size": scene.image_size,
         "background": scene.background["kind"],
         "objects": objects,
+        **extra,
     }
 
 
@@ -134,6 +153,12 @@ def metadata_row(scene: Scene) -> dict:
     }
 
 
-def describe_categories() -> list[dict]:
+def describe_categories(version: int = 1) -> list[dict]:
     classes = label2idx()
-    return [CATEGORY_BY_NAME[name].describe(index) for name, index in classes.items() if name != "background"]
+    out = [CATEGORY_BY_NAME[name].describe(index) for name, index in classes.items() if name != "background"]
+    if version >= 2:
+        for record in out:
+            record["family"] = FAMILY_OF.get(record["name"])
+            if record["family"]:
+                record["sound"] = f"the {record['family']} family's pool (v2: members sound alike)"
+    return out
