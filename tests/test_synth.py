@@ -1,4 +1,7 @@
-"""SynthAVS: layout, contents, determinism, resumability and the built-in preference statistics."""
+"""SynthAVS: layout, contents, determinism, resumability and the built-in preference statistics.
+
+Most of these pin the v1 contract (``version=1``: per-second activity cues drawn in the pixels);
+tests/test_synth_v2.py holds v2's premises."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ AUDIO_WORD_RE = re.compile(
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "data"
-    generate(root, clips=4, seed=3, progress=False, workers=1)
+    generate(root, clips=4, seed=3, progress=False, workers=1, version=1)
     return root
 
 
@@ -97,18 +100,19 @@ def test_captions_describe_what_is_visible_and_never_the_audio(synth):
                 assert any(p.lower() in low for p in phrases), (text, o)
 
 
-def test_same_seed_same_bytes_and_resume_after_a_lost_clip(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_same_seed_same_bytes_and_resume_after_a_lost_clip(tmp_path, version):
     a, b = tmp_path / "a", tmp_path / "b"
-    generate(a, clips=3, seed=7, subsets=("v1s",), progress=False, workers=1)
-    generate(b, clips=3, seed=7, subsets=("v1s",), progress=False, workers=2)
+    generate(a, clips=3, seed=7, subsets=("v1s",), progress=False, workers=1, version=version)
+    generate(b, clips=3, seed=7, subsets=("v1s",), progress=False, workers=2, version=version)
     assert _hashes(a) == _hashes(b)
     lost = next((a / "v1s").iterdir())
     shutil.rmtree(lost)
-    summary = generate(a, clips=3, seed=7, subsets=("v1s",), progress=False, workers=1)
+    summary = generate(a, clips=3, seed=7, subsets=("v1s",), progress=False, workers=1, version=version)
     assert summary.written == 1 and summary.skipped == 2
     assert _hashes(a) == _hashes(b)
     c = tmp_path / "c"
-    generate(c, clips=3, seed=8, subsets=("v1s",), progress=False, workers=1)
+    generate(c, clips=3, seed=8, subsets=("v1s",), progress=False, workers=1, version=version)
     assert _hashes(c) != _hashes(a)
 
 
@@ -305,6 +309,11 @@ def test_cli_generates_and_checks(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "v1m: train 1, val 1, test 1" in out and "OK" in out
     assert len(list((tmp_path / "s" / "v1m").iterdir())) == 3
+    assert json.loads((tmp_path / "s" / "synth.json").read_text())["parameters"]["version"] == "2.0"
+    rc = main(["data", "synth", "--out", str(tmp_path / "s1"), "--clips", "3", "--subsets", "v1m",
+               "--version", "1"])  # fmt: skip
+    assert rc == 0
+    assert json.loads((tmp_path / "s1" / "synth.json").read_text())["parameters"]["version"] == "1.0"
 
 
 def test_no_caption_building_block_mentions_audio():
