@@ -39,7 +39,7 @@ SCENE_WORDS = {"left", "right", "middle", "picture", "wall", "room", "sky", "gra
 def synth(tmp_path_factory) -> Path:
     """A tiny SynthAVS: 6 clips each of v1m (5 s, 2-4 objects) and v2 (10 s): 90 frames."""
     root = tmp_path_factory.mktemp("sources") / "synth"
-    generate(root, clips=6, seed=5, subsets=("v1m", "v2"), progress=False, workers=1)
+    generate(root, clips=6, seed=5, subsets=("v1m", "v2"), progress=False, workers=1, version=1)
     return root
 
 

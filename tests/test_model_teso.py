@@ -641,3 +641,41 @@ def test_annotated_only_runs_the_visual_network_on_the_annotated_frames():
             TeSOTargets(masks, torch.zeros(2, 3, dtype=torch.bool)),
             annotated_only=True,
         )
+
+
+@pytest.mark.parametrize("after_layer", [0, 1])
+def test_pmqs_after_layer_prompts_the_queries_entering_that_decoder_layer(after_layer):
+    """``pmqs.after_layer`` k: the predictions made before decoder layer k are the same whatever
+    the cues and audio; from layer k on they follow them (and PMQS gets gradients)."""
+    config = _config()
+    config.pmqs.after_layer = after_layer
+    torch.manual_seed(0)
+    model = build_teso(config)
+    _wake(model)
+    model.eval()
+    frames, audio, text, count = _inputs(t=2)
+    a = _run(model, audio, text, count, frames)
+    b = _run(model, torch.randn_like(audio), torch.randn_like(text), count, frames)
+    preds_a = [m for _, m in a.aux] + [a.mask_logits]
+    preds_b = [m for _, m in b.aux] + [b.mask_logits]
+    assert len(preds_a) == config.visual.decoder_layers  # HF counts the first prediction as a layer
+    for i, (pa, pb) in enumerate(zip(preds_a, preds_b)):
+        # Prediction i comes from the queries that passed i decoder layers: the prompt enters
+        # layer k's input, so predictions 0..k are made before it (k = 0: before the decoder).
+        unprompted = after_layer >= 1 and i <= after_layer
+        assert torch.equal(pa, pb) == unprompted, (i, after_layer)
+    model.train()
+    out = model(frames, audio, text, count)
+    out.mask_logits.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.pmqs.parameters())
+
+
+def test_pmqs_after_layer_is_checked_against_the_decoder_and_the_pmqs_switch():
+    config = _config()
+    config.pmqs.after_layer = config.visual.decoder_layers - 1
+    with pytest.raises(TesoError, match="pmqs.after_layer"):
+        config.validate()
+    config = _config(pmqs=False)
+    config.pmqs.after_layer = 1
+    with pytest.raises(TesoError, match="PMQS"):
+        config.validate()

@@ -274,10 +274,11 @@ def synth_parameters(root: str | Path) -> dict[str, Any]:
         )
     try:
         params = json.loads(path.read_text(encoding="utf-8"))["parameters"]
-        float(params["q"])
+        # v1 records q (per-second cues), v2 q_clip (one statement per clip).
+        float(params["q_clip"] if "q_clip" in params else params["q"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise TesoError(
-            f"{path}: cannot read the generator parameters ({err}); expected parameters.q"
+            f"{path}: cannot read the generator parameters ({err}); expected parameters.q or q_clip"
         ) from err
     return params
 
@@ -334,7 +335,8 @@ class ReasonedReasoner(_TruthSource):
             raise TesoError(f"--reasoned-source {source!r}: expected file or truth")
         params = synth_parameters(root)
         self.source = source
-        self.q = float(params["q"])
+        self.clip_level = "q_clip" in params  # SynthAVS v2
+        self.q = float(params["q_clip"] if self.clip_level else params["q"])
         self.generator_version = str(params.get("version", "?"))
 
     def provenance(self) -> dict[str, Any]:
@@ -346,7 +348,9 @@ class ReasonedReasoner(_TruthSource):
             "prompt_version": None,
             "prompt_sha": None,
             "source": "reasoned.json" if self.source == "file" else "truth.json (derived)",
-            "truth": f"activity cues (q={self.q:g})",
+            "truth": f"clip-level activity statements (q_clip={self.q:g})"
+            if self.clip_level
+            else f"activity cues (q={self.q:g})",
         }
 
     def _load(self, clip_dir: Path) -> tuple[Path, list[list[str]]]:

@@ -112,6 +112,9 @@ class PMQSConfig:
     num_layers: int = 4  # N layers (SPEC §3)
     num_heads: int = 8  # attention heads (d must divide by it)
     ffn_dim: int = 1024  # FFN width (4·d at d = 256)
+    # 0 = the paper: prompt the learnable queries before the decoder; k >= 1: after the k-th
+    # masked-attention layer, once each query has attended to the pixels (issue 17's binding lever).
+    after_layer: int = 0
 
 
 @dataclass
@@ -232,6 +235,15 @@ class TeSOConfig:
             raise TesoError("config sedam.infonce_temperature: expected > 0")
         if self.pmqs.num_layers < 1 or v.hidden_dim % self.pmqs.num_heads:
             raise TesoError("config pmqs: num_layers >= 1 and hidden_dim % num_heads == 0")
+        # Mask2Former's decoder_layers counts the first prediction (from the learnable queries) as a
+        # layer: it runs decoder_layers - 1 masked-attention layers.
+        if not 0 <= self.pmqs.after_layer < max(1, v.decoder_layers - 1):
+            raise TesoError(
+                f"config pmqs.after_layer: expected 0 (the learnable queries) to {v.decoder_layers - 2} "
+                f"(visual.decoder_layers - 2), got {self.pmqs.after_layer}"
+            )
+        if self.pmqs.after_layer and not self.ablation.pmqs:
+            raise TesoError("config pmqs.after_layer >= 1 prompts with PMQS; (−) PMQS appends tokens instead")
 
     @property
     def prompting(self) -> bool:

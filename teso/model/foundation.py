@@ -162,6 +162,25 @@ class _PromptHook:
         return args, kwargs
 
 
+class _LayerPromptHook:
+    """Forward pre-hook (with kwargs) on one masked-attention decoder layer: applies the active prompt
+    to the queries that layer receives (``PMQSConfig.after_layer``). The decoder calls its layers
+    with ``(hidden_states, level_index, attention_mask, position_embeddings,
+    query_position_embeddings, encoder_hidden_states, ...)`` positionally (transformers 5.0-5.25).
+    """
+
+    def __init__(self) -> None:
+        self.prompt: QueryPromptFn | None = None
+
+    def __call__(self, _module: nn.Module, args: tuple, kwargs: dict):
+        if self.prompt is None:
+            return None
+        queries, positions = self.prompt(args[0], args[4])
+        if queries.shape != args[0].shape:
+            raise RuntimeError("a prompt inside the decoder must keep the number of queries")
+        return (queries, *args[1:]), kwargs
+
+
 class _TokenKeyMaskHook:
     """Forward pre-hook (with kwargs) on a decoder layer's self-attention: while ``extra_keep``
     [N, K] is set, the last K of its L tokens are extra prompt tokens and those with False are
@@ -210,6 +229,11 @@ class VisualFoundation(nn.Module):
         self._prompt_hook = _PromptHook()
         decoder = m2f.model.transformer_module.decoder
         decoder.register_forward_pre_hook(self._prompt_hook, with_kwargs=True)
+        self._layer_prompt_hooks = []
+        for layer in decoder.layers:
+            hook = _LayerPromptHook()
+            layer.register_forward_pre_hook(hook, with_kwargs=True)
+            self._layer_prompt_hooks.append(hook)
         self._key_mask_hooks = []
         for layer in decoder.layers:
             hook = _TokenKeyMaskHook(layer.self_attn.num_heads)
@@ -255,6 +279,7 @@ class VisualFoundation(nn.Module):
         features: VisualFeatures,
         prompt: QueryPromptFn | None = None,
         extra_keep: torch.Tensor | None = None,
+        prompt_at: int = 0,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Masked-attention decoder + class head, optionally prompting the queries.
 
@@ -263,9 +288,23 @@ class VisualFoundation(nn.Module):
         ``prompt`` take part in the decoder's self- and masked attention; their own predictions are
         dropped, so every output keeps N_Q queries. ``extra_keep`` [N, K] bool (K = the tokens
         ``prompt`` appends): the False ones are removed from every self-attention's keys, so their
-        content cannot reach the queries.
+        content cannot reach the queries. ``prompt_at`` k >= 1 prompts the queries entering the k-th
+        decoder layer instead of the learnable ones (the first k predictions are then unprompted);
+        only a prompt that keeps the query count (PMQS) can be applied there.
         """
-        self._prompt_hook.prompt = prompt
+        layers = len(self._layer_prompt_hooks)
+        if not 0 <= prompt_at < layers:
+            raise TesoError(
+                f"model.pmqs.after_layer={prompt_at}: expected 0 to {layers - 1} (decoder layers)"
+            )
+        if prompt_at and extra_keep is not None:
+            raise TesoError(
+                "model.pmqs.after_layer >= 1 needs PMQS: appended prompt tokens start the decoder"
+            )
+        if prompt_at:
+            self._layer_prompt_hooks[prompt_at].prompt = prompt
+        else:
+            self._prompt_hook.prompt = prompt
         for hook in self._key_mask_hooks:
             hook.extra_keep = extra_keep
         try:
@@ -276,6 +315,8 @@ class VisualFoundation(nn.Module):
             )
         finally:
             self._prompt_hook.prompt = None
+            for hook in self._layer_prompt_hooks:
+                hook.prompt = None
             for hook in self._key_mask_hooks:
                 hook.extra_keep = None
         q = self.num_queries

@@ -191,12 +191,13 @@ class TeSO(nn.Module):
             out_shape = (1, idx.numel())
         else:
             out_shape = (b, t)
-        prompt, extra_keep = None, None
+        prompt, extra_keep, prompt_at = None, None, 0
         if w.prompt == "pmqs":
             prompt = self._pmqs_prompt(tokens, keep, key_bias)
+            prompt_at = self.config.pmqs.after_layer
         elif w.prompt == "append":
             prompt, extra_keep = self._append_prompt(tokens), keep
-        class_logits, mask_logits = self.foundation.decode(visual, prompt, extra_keep)
+        class_logits, mask_logits = self.foundation.decode(visual, prompt, extra_keep, prompt_at)
 
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(*out_shape, *x.shape[1:])

@@ -101,15 +101,18 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     plan: DemoPlan | None = None,
+    version: int | None = None,
 ) -> dict:
     """Run (or resume) the whole demo into ``out``; returns the report dict (also ``report.json``).
 
     ``seed`` fixes the dataset and the foundations; the models train with ``plan.seeds`` offset by it.
-    ``plan`` replaces FULL / QUICK (tests use a tiny one).
+    ``plan`` replaces FULL / QUICK (tests use a tiny one); ``version`` replaces its SynthAVS version.
     """
     out = Path(out)
     plan = plan or (QUICK if quick else FULL)
     plan = replace(plan, seeds=tuple(seed + s for s in plan.seeds))
+    if version is not None:
+        plan = replace(plan, version=version)
     from teso.utils.numerics import pin_numerics
 
     # The kernels' instruction set is pinned only if torch was not imported yet (the CLI does it

@@ -133,7 +133,7 @@ def generate(
     params = {"version": VERSIONS[version], "seed": seed, "subsets": list(subsets), "counts": counts,
               "image_size": IMAGE_SIZE, "q": Q}  # fmt: skip
     if version >= 2:
-        params = {**params, "q": None, **V2_PARAMETERS}
+        params = {k: v for k, v in params.items() if k != "q"} | V2_PARAMETERS
     _check_out(out, params)
     out.mkdir(parents=True, exist_ok=True)
     # synth.json first: it marks the folder as this generator's, so a killed run can be resumed.
