@@ -16,13 +16,13 @@ from teso.engine.trainer import Trainer, model_config_for
 from teso.errors import TesoError
 from teso.model import AudioConfig, AudioEncoder, build_teso, get_variant, load_checkpoint
 from teso.model.foundation import load_mask2former
+from teso.model.foundation_sources import foundation_provenance
 from teso.synthavs.foundations import (
     AUDIO_FILE,
     RECORD_NAME,
     VISUAL_DIR,
     average_precision,
     dataset_hash,
-    foundation_provenance,
     load_foundation_data,
     pretrain_foundations,
     tagging_map,

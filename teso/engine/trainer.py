@@ -35,8 +35,8 @@ from teso.model.checkpoint import (
     save_checkpoint_pair,
     training_state_path,
 )
+from teso.model.foundation_sources import foundation_provenance
 from teso.model.preprocess import TeSOTargets, preprocess_frames
-from teso.synthavs.foundations import foundation_provenance
 from teso.utils.files import atomic_write_text
 
 # Keys that may differ between a run and its resumption: they only say where to stop.

@@ -28,14 +28,18 @@ weights are refused naming both hashes; hub ids (not a local path) are left to t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teso.errors import TesoError
+
+if TYPE_CHECKING:
+    from teso.model.config import TeSOConfig
 
 KINDS = ("visual", "audio")
 VISUAL_DIR = "visual"  # teso pretrain's names inside a foundation folder
@@ -222,3 +226,47 @@ def searched_list(places: Iterable[Path], limit: int = 6) -> str:
     places = list(dict.fromkeys(str(p) for p in places))
     more = f" and {len(places) - limit} more" if len(places) > limit else ""
     return ", ".join(places[:limit]) + more
+
+
+# ---- foundation.json: what `teso pretrain` records beside the foundations it builds
+
+FORMAT_NAME = "teso-foundation"
+RECORD_NAME = "foundation.json"
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A ``foundation.json`` written by ``teso pretrain`` (None where there is none)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TesoError(f"{path}: not valid JSON ({exc}); remove it to pre-train again") from exc
+    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
+        raise TesoError(f"{path}: not a teso foundation record (format {FORMAT_NAME!r} expected)")
+    return record
+
+
+def foundation_provenance(config: TeSOConfig) -> list[dict[str, Any]]:
+    """The ``foundation.json`` records behind a model config: for ``visual.pretrained`` (a local
+    directory) and, when the model has audio, ``audio.weights``, the record in the parent directory
+    if there is one. Each entry is the record plus ``record`` (its path) and ``used_for`` (``visual``
+    and/or ``audio``); a foundation not made by ``teso pretrain`` (a hub model, VGGish) adds nothing.
+    """
+    sources: list[tuple[str, Path]] = []
+    if config.visual.pretrained is not None and Path(config.visual.pretrained).expanduser().is_dir():
+        sources.append(("visual", Path(config.visual.pretrained).expanduser().resolve().parent))
+    if config.ablation.audio and config.audio.weights is not None:
+        weights = Path(config.audio.weights).expanduser()
+        if weights.is_file():
+            sources.append(("audio", weights.resolve().parent))
+    entries: dict[Path, dict[str, Any]] = {}
+    for role, folder in sources:
+        path = folder / RECORD_NAME
+        if path in entries:
+            entries[path]["used_for"].append(role)
+            continue
+        record = read_record(path)
+        if record is not None:
+            entries[path] = dict(record, record=str(path), used_for=[role])
+    return list(entries.values())

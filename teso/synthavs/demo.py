@@ -482,7 +482,7 @@ def write_report(
     numerics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from teso.data.identity import dataset_identity
-    from teso.engine.report import bar_chart, overlay_grid
+    from teso.synthavs.report import bar_chart, overlay_grid
     from teso.utils.environment import environment_record
 
     t4 = table4(results)

@@ -58,14 +58,12 @@ from teso.metrics.aggregate import SemanticMeter
 from teso.model.audio_encoder import TinyAudioCNN, save_cnn_weights
 from teso.model.config import TeSOConfig
 from teso.model.foundation import mask2former_config
-from teso.model.foundation_sources import AUDIO_FILE, VISUAL_DIR
+from teso.model.foundation_sources import AUDIO_FILE, FORMAT_NAME, RECORD_NAME, VISUAL_DIR, read_record
 from teso.model.preprocess import preprocess_frames
 from teso.model.variants import get_variant
 from teso.utils.files import atomic_write, atomic_write_json
 
-FORMAT_NAME = "teso-foundation"
 FORMAT_VERSION = 1
-RECORD_NAME = "foundation.json"
 STAGES = ("visual", "audio")
 LOG_EVERY = 25  # steps per point of the recorded loss curves
 EVAL_BATCH = 32  # frames (visual) per evaluation forward pass
@@ -681,18 +679,6 @@ def _run_audio(ctx: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TesoError(f"{path}: not valid JSON ({exc}); remove it to pre-train again") from exc
-    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
-        raise TesoError(f"{path}: not a teso foundation record (format {FORMAT_NAME!r} expected)")
-    return record
-
-
 def pretrain_foundations(
     root: str | os.PathLike,
     *,
@@ -734,7 +720,7 @@ def pretrain_foundations(
     settings_hash = settings.digest()
     out = Path(out) if out is not None else root / "foundations" / f"{data_hash[:16]}-{settings_hash[:12]}"
     record_path = out / RECORD_NAME
-    record = _read_record(record_path)
+    record = read_record(record_path)
     if record is not None:
         if record["dataset"]["hash"] != data_hash or record["settings_hash"] != settings_hash:
             raise TesoError(
@@ -839,28 +825,3 @@ def _register(out: Path) -> dict[str, str] | None:
 
 # ----------------------------------------------------------------------------------------------
 # Provenance for checkpoints built on these foundations
-
-
-def foundation_provenance(config: TeSOConfig) -> list[dict[str, Any]]:
-    """The ``foundation.json`` records behind a model config: for ``visual.pretrained`` (a local
-    directory) and, when the model has audio, ``audio.weights``, the record in the parent directory
-    if there is one. Each entry is the record plus ``record`` (its path) and ``used_for`` (``visual``
-    and/or ``audio``); a foundation not made by ``teso pretrain`` (a hub model, VGGish) adds nothing.
-    """
-    sources: list[tuple[str, Path]] = []
-    if config.visual.pretrained is not None and Path(config.visual.pretrained).expanduser().is_dir():
-        sources.append(("visual", Path(config.visual.pretrained).expanduser().resolve().parent))
-    if config.ablation.audio and config.audio.weights is not None:
-        weights = Path(config.audio.weights).expanduser()
-        if weights.is_file():
-            sources.append(("audio", weights.resolve().parent))
-    entries: dict[Path, dict[str, Any]] = {}
-    for role, folder in sources:
-        path = folder / RECORD_NAME
-        if path in entries:
-            entries[path]["used_for"].append(role)
-            continue
-        record = _read_record(path)
-        if record is not None:
-            entries[path] = dict(record, record=str(path), used_for=[role])
-    return list(entries.values())
