@@ -245,6 +245,9 @@ def test_rec1_scores_only_the_first_n_t_cues(tmp_path, capsys):
     # AP = 1/2 * 1 + 1/2 * 2/5 = 0.7. man: truth [0,0,1,1,0], cued [0,0,1,0,0] -> 0.7 too.
     res = run_score(store, clips, vocab)
     assert res.rec1 == pytest.approx(0.7) and res.extra["n_t"] == 4
+    # Clip level: the seen cues of all frames {dog, guitar, man, piano} against {dog, man}: both
+    # sounding categories are named, and the stray ones have no positive clip to be scored on.
+    assert res.extra["rec1_clip"] == pytest.approx(1.0)
     assert res.extra["cues"] == 10 and res.extra["cues_seen"] == 9
     # Every cue: the dog is cued in frames 0-1 -> AP 1; REC#1 = (1 + 0.7) / 2.
     assert run_score(store, clips, vocab, n_t=None).rec1 == pytest.approx(0.85)
@@ -255,6 +258,7 @@ def test_rec1_scores_only_the_first_n_t_cues(tmp_path, capsys):
     assert _cli("cues", "score", str(root)) == 0
     out = capsys.readouterr().out
     assert "70.00%" in out and "the first 4 of each frame (9/10 cues)" in out
+    assert "REC#1 clip-level (each clip's cues against all it sounds): 100.00%" in out
     assert _cli("cues", "score", str(root), "--all-cues", "--out", str(tmp_path / "all.json")) == 0
     assert json.loads((tmp_path / "all.json").read_text())["rec1"] == pytest.approx(0.85)
 

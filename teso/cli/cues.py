@@ -347,6 +347,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     result = run_score(store, _clips(args), _vocab(args), args.truth, n_t, args.map_vocab)
     print(result.table())
     extra = result.extra
+    clip = extra.get("rec1_clip")
+    clip_text = "-" if clip is None else f"{100 * clip:.2f}%"
+    print(f"REC#1 clip-level (each clip's cues against all it sounds): {clip_text}")
     print(
         f"truth: {extra['truth']}; cues scored: the first {n_t or 'all'} of each frame "
         f"({extra['cues_seen']}/{extra['cues']} cues); malformed frames: {extra['frames_malformed']}; "
