@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     global _WORK
     work = _WORK = Path(tempfile.mkdtemp(prefix="teso-numerics-"))
     root = work / "synthavs"
-    generate(root, clips=args.clips, seed=0, subsets=("v1m",), progress=False)
+    generate(root, clips=args.clips, seed=0, subsets=("v1m",), progress=False, version=1)
     from teso.synthavs.demo import make_cues
 
     make_cues(root, progress=False)

@@ -329,3 +329,20 @@ def test_no_caption_building_block_mentions_audio():
     for text in blocks:
         low = text.lower()
         assert not any(w in low for w in AUDIO_WORDS) and not AUDIO_WORD_RE.search(low), text
+
+
+# sha256 over (relative path, bytes) of every file but synth.json of a tiny v1 tree, as made by the
+# generator before v2 existed (commit e8ecacd) with the numeric stack of constraints.txt: v1 stays
+# v1, byte for byte (its findings in the README rest on these bytes).
+V1_TINY_SHA256 = "f8550310f9e1d511e62cd33454e895bb3de62ce4a8ad7caeca41feef303c9c17"
+
+
+def test_v1_is_the_v1_of_before_v2_byte_for_byte(tmp_path):
+    root = tmp_path / "v1"
+    generate(root, clips=3, seed=7, subsets=("v1s",), progress=False, workers=1, version=1)
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "synth.json":
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    assert h.hexdigest() == V1_TINY_SHA256

@@ -399,7 +399,7 @@ def run_score(
             out.update(mapped)
         return out
 
-    per_clip: dict[str, list[tuple[set[str], set[str]]]] = {}
+    per_clip: list[list[tuple[set[str], set[str]]]] = []
     for clip in clips:
         start = len(frames)
         if truth == "synth":
@@ -427,7 +427,7 @@ def run_score(
             frames.append(({c for cats in slot_cats for c in cats}, gt_names))
             if vis is not None:
                 slots.add(slot_cats, gt_names, names(vis[t]))
-        per_clip[clip.uid] = frames[start:]
+        per_clip.append(frames[start:])
     if missing:
         shown = ", ".join(missing[:10]) + (f" ... (+{len(missing) - 10} more)" if len(missing) > 10 else "")
         raise TesoError(
@@ -441,9 +441,7 @@ def run_score(
     result = rec1(frames, vocab.names)
     # Clip level, as AVSBench's a_obj labels a clip: the cues of all its frames against everything
     # that sounds in it.
-    clip_pairs = [
-        (set().union(*(c for c, _ in f)), set().union(*(g for _, g in f))) for f in per_clip.values() if f
-    ]
+    clip_pairs = [(set().union(*(c for c, _ in f)), set().union(*(g for _, g in f))) for f in per_clip if f]
     result.extra = {
         "rec1_clip": rec1(clip_pairs, vocab.names).rec1,
         "store": store.name,

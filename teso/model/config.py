@@ -242,6 +242,10 @@ class TeSOConfig:
                 f"config pmqs.after_layer: expected 0 (the learnable queries) to {v.decoder_layers - 2} "
                 f"(visual.decoder_layers - 2), got {self.pmqs.after_layer}"
             )
+        if self.pmqs.after_layer and v.dropout > 0:
+            # HF uses visual.dropout as the decoder's layer drop: layer k would be skipped, and the
+            # prompt with it, in a random share of the training steps.
+            raise TesoError("config pmqs.after_layer >= 1 needs visual.dropout = 0 (HF's decoder layer drop)")
         if self.pmqs.after_layer and not self.ablation.pmqs:
             raise TesoError("config pmqs.after_layer >= 1 prompts with PMQS; (−) PMQS appends tokens instead")
 

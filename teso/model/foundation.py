@@ -289,11 +289,11 @@ class VisualFoundation(nn.Module):
         dropped, so every output keeps N_Q queries. ``extra_keep`` [N, K] bool (K = the tokens
         ``prompt`` appends): the False ones are removed from every self-attention's keys, so their
         content cannot reach the queries. ``prompt_at`` k >= 1 prompts the queries entering the k-th
-        decoder layer instead of the learnable ones (the first k predictions are then unprompted);
+        decoder layer instead of the learnable ones (the first k + 1 predictions are then unprompted);
         only a prompt that keeps the query count (PMQS) can be applied there.
         """
         layers = len(self._layer_prompt_hooks)
-        if not 0 <= prompt_at < layers:
+        if prompt_at and not 0 < prompt_at < layers:
             raise TesoError(
                 f"model.pmqs.after_layer={prompt_at}: expected 0 to {layers - 1} (decoder layers)"
             )

@@ -20,7 +20,8 @@ Everything is measured on one split (``val`` by default; calibrations are never 
   ideal reader of the captions concludes) and of the ``nouns`` cues (every caption noun mapped onto
   the vocabulary, spaCy), and frame-level REC#1 for both.
 - **P3, where the metric looks.** The share of seconds in which nothing on screen sounds, the
-  sources-per-second histogram, the share of multi-source clips with a same-family pair.
+  sources-per-second histogram; and (P1) the share of the clips with two or more audible objects
+  that hold two of one family.
 """
 
 from __future__ import annotations
@@ -51,13 +52,23 @@ def _clips(root: Path, split: str) -> list[tuple[str, Path, dict]]:
 def families_of(root: Path) -> dict[str, str]:
     """Category -> family from ``synth.json`` (v2); for v1, the v2 families of the same categories
     (so that v1 can be measured against the same premise)."""
-    synth = json.loads((root / "synth.json").read_text(encoding="utf-8"))
-    fams = synth.get("families")
+    fams = read_synth(root).get("families")
     if not fams:
         from teso.synthavs.generator.categories import FAMILIES
 
         fams = FAMILIES
     return {c: f for f, members in fams.items() for c in members}
+
+
+def read_synth(root: Path) -> dict[str, Any]:
+    """``ROOT/synth.json``, or an error naming it."""
+    path = root / "synth.json"
+    if not path.is_file():
+        raise TesoError(f"{root}: not a SynthAVS tree (no synth.json)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise TesoError(f"{path}: not valid JSON ({err})") from err
 
 
 def scene_stats(truths: list[tuple[str, Path, dict]], family_of: dict[str, str]) -> dict[str, Any]:
@@ -66,7 +77,7 @@ def scene_stats(truths: list[tuple[str, Path, dict]], family_of: dict[str, str])
     per_second: Counter[int] = Counter()
     audible = bystanders = 0
     multi = pairs = offscreen = 0
-    for label, _, truth in truths:
+    for _, _, truth in truths:
         objs = truth["objects"]
         seconds += int(truth["seconds"])
         for t in range(int(truth["seconds"])):
@@ -74,8 +85,7 @@ def scene_stats(truths: list[tuple[str, Path, dict]], family_of: dict[str, str])
         aud = [o for o in objs if o["audible"]]
         audible += len(aud)
         bystanders += sum(not any(o["sounding"]) for o in aud)
-        sources = [o for o in aud if any(o["sounding"])]
-        if len(sources) >= 2 or label != "v1s":
+        if len(aud) >= 2:
             multi += 1
             fams = Counter(family_of.get(o["category"]) for o in aud)
             pairs += any(n >= 2 for f, n in fams.items() if f)
@@ -90,6 +100,7 @@ def scene_stats(truths: list[tuple[str, Path, dict]], family_of: dict[str, str])
         "sources_per_second": {k: v / seconds for k, v in hist.items()},
         "audible_objects": audible,
         "bystander_share": bystanders / audible if audible else None,
+        "clips_with_two_audible": multi,
         "same_family_pair_share": pairs / multi if multi else None,
         "offscreen_clip_share": offscreen / len(truths),
     }
@@ -168,12 +179,16 @@ def reference_audio(
     x_tr, y_tr, u_tr = _clean_seconds(train)
     x_te, y_te, u_te = _clean_seconds(test)
     if not y_tr or not y_te:
-        raise TesoError("reference classifier: no single-source second in the train or evaluated split")
+        raise TesoError(
+            f"reference classifier: no clean second (one source heard) in the train split ({len(y_tr)}) "
+            f"or the evaluated one ({len(y_te)}): too few clips"
+        )
     mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
     x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
+    # Squared distances as |a|² + |b|² − 2ab: [n_test, n_train] without an [n_test, n_train, 128] array.
+    dist = (x_te**2).sum(1)[:, None] + (x_tr**2).sum(1)[None] - 2 * x_te @ x_tr.T
     # k nearest neighbours, not centroids: a v2 family's pool holds several recipes (a bark and a
     # chirp), so one centroid per category would sit between them and miss both.
-    dist = ((x_te[:, None, :] - x_tr[None]) ** 2).sum(-1)
     # A second's neighbours never come from its own clip (the same voice): this matters when the
     # train split itself is measured, and changes nothing for val / test.
     dist[np.asarray(u_te)[:, None] == np.asarray(u_tr)[None]] = np.inf
@@ -209,12 +224,15 @@ def foundation_audio(foundation: Path) -> dict[str, Any]:
     path = foundation / "foundation.json"
     if not path.is_file():
         raise TesoError(f"--foundation {foundation}: no foundation.json (made by `teso pretrain`)")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise TesoError(f"{path}: not valid JSON ({err})") from err
     audio = record.get("audio") or {}
     if "multi_source_map" not in audio:
         raise TesoError(
-            f"{path}: no multi-source scores (pre-trained on SynthAVS v1, or by an older teso): "
-            "run `teso pretrain` on a v2 tree"
+            f"{path}: no multi-source tagging scores: made on a tree without sound families (v1), "
+            "by an older teso, or on a split with no second of two sources; pre-train on a v2 tree"
         )
     keys = ("map", "family_map", "multi_source_map", "multi_source_family_map", "multi_source_seconds")
     return {"eval_split": record.get("eval_split"), **{k: audio.get(k) for k in keys}}
@@ -225,9 +243,7 @@ def data_stats(
 ) -> dict[str, Any]:
     """Every premise figure of the tree at ``root`` on ``split`` (module docstring)."""
     root = Path(root)
-    if not (root / "synth.json").is_file():
-        raise TesoError(f"{root}: not a SynthAVS tree (no synth.json)")
-    synth = json.loads((root / "synth.json").read_text(encoding="utf-8"))
+    synth = read_synth(root)
     family_of = families_of(root)
     truths = _clips(root, split)
     out: dict[str, Any] = {
@@ -243,7 +259,11 @@ def data_stats(
         if audio["eval_split"] != split:
             raise TesoError(
                 f"--foundation {foundation}: scored on {audio['eval_split']}, not {split} "
-                f"(teso pretrain --eval-split {split})"
+                + (
+                    f"(teso pretrain ROOT --eval-split {split})"
+                    if split != "train"
+                    else "(pretrain scores val or test)"
+                )
             )
         rec = out["cues"]["reasoned"]["rec1_clip"]
         audio["ratio_to_reasoned_rec1"] = audio["multi_source_map"] / rec if rec else None
@@ -267,7 +287,8 @@ def render(stats: dict[str, Any]) -> str:
         f"family {_pct(r['family_accuracy'])}, category {_pct(r['category_accuracy'])}, "
         f"within family {_pct(r['within_family_accuracy'])} balanced "
         f"(chance {_pct(r['within_family_chance'])})",
-        f"  same-family pair in {_pct(s['same_family_pair_share'])} of the multi-source clips; "
+        f"  same-family pair in {_pct(s['same_family_pair_share'])} of the {s['clips_with_two_audible']} "
+        "clips with two or more audible objects; "
         f"off-screen source in {_pct(s['offscreen_clip_share'])} of the clips",
     ]
     a = stats.get("audio_foundation")

@@ -104,8 +104,14 @@ def _check_out(out: Path, params: dict) -> None:
     old = json.loads(meta.read_text()).get("parameters")
     if old != params:
         diff = {k: (old.get(k) if old else None, v) for k, v in params.items() if not old or old.get(k) != v}
+        hint = ""
+        if "version" in diff:
+            hint = (
+                f" (it is SynthAVS {diff['version'][0]}: `--version` / `teso demo --data-version` reuse it)"
+            )
         raise TesoError(
-            f"--out {out}: holds SynthAVS made with other parameters {diff} (old, new); use another --out"
+            f"--out {out}: holds SynthAVS made with other parameters {diff} (old, new){hint}; "
+            "use another --out"
         )
 
 

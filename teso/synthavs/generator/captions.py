@@ -2,8 +2,9 @@
 
 A caption names each object's colour, category and position and describes its activity cue as it
 looks ("its mouth is open"), never what is heard: the cue agrees with the sound only with
-probability q, so the caption helps without deciding. The wording varies (seeded) like a real
-captioner's would.
+probability q, so the caption helps without deciding. v2 captions say once for the clip who is
+making a sound ("it is barking", right with probability q_clip) and never when. The wording
+varies (seeded) like a real captioner's would.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "synthavs"
-            generate(root, clips=12, seed=0, progress=False)
+            generate(root, clips=12, seed=0, progress=False, version=1)  # the docs' v1 pictures
             paths = render_gallery(root, args.out_dir)
     for path in paths:
         print(path)

@@ -5,11 +5,11 @@ cue in the pixels, so audio alone says which object sounds and text has nothing 
 paper's question instead:
 
 * **P1, audio is weak in multi-source scenes.** Categories come in sound *families*
-  (``categories.FAMILIES``) whose members sound alike (``sounds.family_voice``); half of the
-  multi-source scenes hold a *same-family pair* of which one member is the source and the other a
-  silent bystander; half of the clips carry an off-screen source (a category that is not visible,
-  never in the masks) under the on-screen ones. Audio says "a string instrument sounds"; it cannot
-  say which of the two visible ones.
+  (``categories.FAMILIES``) whose members sound alike (``sounds.family_voice``); ``P_PAIR`` (40 %)
+  of the v1m / v2 scenes with two or more audible objects hold a *same-family pair* of which one
+  member is the source and the other a silent bystander; half of the clips carry an off-screen
+  source (a category that is not visible, never in the masks) under the on-screen ones. Audio says
+  "a string instrument sounds"; it cannot say which of the two visible ones.
 * **P2, text names the candidate sources, audio says when.** Some audible objects are *bystanders*
   that never sound in their clip. The captions say once for the whole clip who is making a sound
   ("someone is playing the guitar", "nobody touches the piano"), right with probability ``Q_CLIP``;
@@ -18,8 +18,9 @@ paper's question instead:
 * The built-in preference stays: in train a source sounds in a second with its category's prior, in
   val / test with probability 0.5.
 
-A source sounds in at least one second (``k`` of ``T`` seconds, ``E[k] = pT``, as v1m); a bystander in
-none. Every category appears at most once in a scene (the semantic masks stay unambiguous).
+A source sounds in at least one second (``k`` of ``T`` seconds, ``E[k] = pT``, as v1's v1m, in every
+subset); a bystander in none. In v1s the one source may stand beside audible bystanders. Every
+category appears at most once in a scene (the semantic masks stay unambiguous).
 """
 
 from __future__ import annotations
