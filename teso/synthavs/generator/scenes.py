@@ -245,6 +245,20 @@ def _background(rng: np.random.Generator) -> dict:
     }
 
 
+def draw_looks(
+    rng: np.random.Generator, cats: list[str], image_size: int
+) -> tuple[list[float], list[tuple], list[int], list[int]]:
+    """``(heights, colours, facings, styles)`` of the objects of ``cats``, in this order of draws."""
+    heights, colours = [], []
+    for cat in cats:
+        c = CATEGORY_BY_NAME[cat]
+        heights.append(float(rng.uniform(*c.height)) * image_size / 128)
+        colours.append(c.colours[int(rng.integers(len(c.colours)))])
+    facings = [1 if rng.random() < 0.5 else -1 for _ in cats]
+    styles = [int(rng.integers(3)) for _ in cats]
+    return heights, colours, facings, styles
+
+
 def sample_scene(
     rng: np.random.Generator,
     subset: str,
@@ -258,14 +272,7 @@ def sample_scene(
     spec = SUBSETS[subset]
     seconds = spec.seconds
     cats = _choose_categories(rng, subset)
-    heights = []
-    colours = []
-    for cat in cats:
-        c = CATEGORY_BY_NAME[cat]
-        heights.append(float(rng.uniform(*c.height)) * image_size / 128)
-        colours.append(c.colours[int(rng.integers(len(c.colours)))])
-    facings = [1 if rng.random() < 0.5 else -1 for _ in cats]
-    styles = [int(rng.integers(3)) for _ in cats]
+    heights, colours, facings, styles = draw_looks(rng, cats, image_size)
 
     while True:
         sounding = [

@@ -27,8 +27,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from teso.synthavs.generator.categories import AUDIBLE, CATEGORY_BY_NAME, FAMILIES, FAMILY_OF, SILENT
-from teso.synthavs.generator.scenes import SUBSETS, Scene, _schedule, assemble_scene, sounding_probability
+from teso.synthavs.generator.categories import AUDIBLE, FAMILIES, FAMILY_OF, SILENT
+from teso.synthavs.generator.scenes import (
+    SUBSETS,
+    Scene,
+    _schedule,
+    assemble_scene,
+    draw_looks,
+    sounding_probability,
+)
 
 P_PAIR = 0.4  # multi-source scenes with a same-family pair: one source, one silent bystander (P1)
 P_BYSTANDER = 0.03  # any other audible object is a bystander with this probability (P2)
@@ -90,13 +97,7 @@ def sample_scene_v2(
     """Draw one v2 clip's content from ``rng`` (consumes it deterministically)."""
     seconds = SUBSETS[subset].seconds
     cats, roles = _choose(rng, subset)
-    heights, colours = [], []
-    for cat in cats:
-        c = CATEGORY_BY_NAME[cat]
-        heights.append(float(rng.uniform(*c.height)) * image_size / 128)
-        colours.append(c.colours[int(rng.integers(len(c.colours)))])
-    facings = [1 if rng.random() < 0.5 else -1 for _ in cats]
-    styles = [int(rng.integers(3)) for _ in cats]
+    heights, colours, facings, styles = draw_looks(rng, cats, image_size)
     sounding = [
         _schedule(rng, sounding_probability(cat, split), seconds, "v1m")
         if role == "source"
