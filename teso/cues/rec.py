@@ -108,6 +108,14 @@ class RecResult:
         return "\n".join(rows)
 
 
+def clip_level(per_clip: Iterable[Sequence[tuple[set[str], set[str]]]]) -> list[tuple[set[str], set[str]]]:
+    """Per clip, ``(cued, sounding)`` over all its frames: how AVSBench's a_obj labels a clip.
+
+    ``per_clip``: each clip's frame pairs ``(cued categories, sounding categories)``; empty clips
+    are left out."""
+    return [(set().union(*(c for c, _ in f)), set().union(*(g for _, g in f))) for f in per_clip if f]
+
+
 def rec1(frames: Iterable[tuple[set[str], set[str]]], categories: Sequence[str]) -> RecResult:
     """REC#1 from ``(cued categories, sounding categories)`` per frame (see the module docstring)."""
     frames = list(frames)

@@ -32,7 +32,7 @@ from teso.cues.features import (
     write_index,
 )
 from teso.cues.parse import Vocabulary
-from teso.cues.rec import RecResult, SlotCounts, rec1, seen_cues, synth_frames
+from teso.cues.rec import RecResult, SlotCounts, clip_level, rec1, seen_cues, synth_frames
 from teso.cues.store import CueStore, now, text_sha
 from teso.errors import TesoError
 
@@ -441,9 +441,8 @@ def run_score(
     result = rec1(frames, vocab.names)
     # Clip level, as AVSBench's a_obj labels a clip: the cues of all its frames against everything
     # that sounds in it.
-    clip_pairs = [(set().union(*(c for c, _ in f)), set().union(*(g for _, g in f))) for f in per_clip if f]
     result.extra = {
-        "rec1_clip": rec1(clip_pairs, vocab.names).rec1,
+        "rec1_clip": rec1(clip_level(per_clip), vocab.names).rec1,
         "store": store.name,
         "truth": truth,
         "n_t": n_t,

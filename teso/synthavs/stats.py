@@ -114,6 +114,7 @@ def _rec(frames: list[tuple[set[str], set[str]]], categories: list[str]) -> floa
 
 def cue_stats(root: Path, truths: list[tuple[str, Path, dict]], nouns: bool = True) -> dict[str, Any]:
     """Clip- and frame-level REC#1 of the reasoned cues (and of the noun cues with ``nouns``)."""
+    from teso.cues.rec import clip_level
     from teso.cues.runner import dataset_vocabulary
     from teso.synthavs.generator.captions import ideal_reading
 
@@ -136,9 +137,12 @@ def cue_stats(root: Path, truths: list[tuple[str, Path, dict]], nouns: bool = Tr
             sources["nouns"].append([set(cats) for cats, _ in reasoner.categories(captions)])
     out: dict[str, Any] = {}
     for name, per_clip in sources.items():
-        clip_level = [(set().union(*c), set().union(*t)) for c, t in zip(per_clip, truth_frames)]
-        frame_level = [pair for c, t in zip(per_clip, truth_frames) for pair in zip(c, t)]
-        out[name] = {"rec1_clip": _rec(clip_level, categories), "rec1_frame": _rec(frame_level, categories)}
+        pairs = [list(zip(c, t)) for c, t in zip(per_clip, truth_frames)]
+        frame_level = [pair for clip in pairs for pair in clip]
+        out[name] = {
+            "rec1_clip": _rec(clip_level(pairs), categories),
+            "rec1_frame": _rec(frame_level, categories),
+        }
     return out
 
 
