@@ -155,3 +155,39 @@ def test_eval_and_predict_work_from_another_folder_after_the_run_folder_moved(de
         if (tmp_path / "shelf").exists():
             shutil.move(str(tmp_path / "shelf"), str(moved / "synthavs" / "foundations"))
         shutil.move(str(moved), str(out))
+
+
+def test_a_study_plan_reads_its_split_and_trains_the_visual_only_model_on_each_seed(tmp_path):
+    """The study's dress rehearsal reads val everywhere (evaluation, floor, Table 3 REC, charts) and
+    its report says so; the visual-only model trains on ``visual_only_seeds`` seeds."""
+    from dataclasses import replace
+
+    from teso.data.avsbench import list_clips
+    from teso.synthavs.demo import empty_floor
+
+    plan = replace(TINY, name="study", split="val", visual_only_seeds=2)
+    out = tmp_path / "study"
+    report = run_demo(out, plan=plan, progress=False)
+    assert sorted(report["runs"]["visual_only"]) == [0, 1]
+    assert report["table4"]["visual_only"]["normal"]["miou"]["n"] == 2
+    teso_dir = Path(report["runs"]["teso"][0]["dir"])
+    evaluated = json.loads((teso_dir / "eval-val.json").read_text())
+    assert evaluated["split"] == "val" and not (teso_dir / "eval-test.json").exists()
+    assert list_clips(out / "synthavs", ["v1m"], ["val"])  # the split the tiny tree has a clip in
+    assert report["mute_floor_miou"] == empty_floor(out / "synthavs", "val")
+    ratio = report["p3"]["visual_av_miou_ratio"]
+    av = report["table4"]["av_baseline"]["normal"]["miou"]["mean"]
+    vis = report["table4"]["visual_only"]["normal"]["miou"]["mean"]
+    assert ratio == (round(vis / av, 2) if av else None)
+    md = (out / "report.md").read_text()
+    assert md.startswith("# teso study report") and "v1m val split" in md and "study protocol" in md
+
+
+def test_run_study_refuses_the_train_split(tmp_path):
+    from teso.errors import TesoError
+    from teso.synthavs.study import STUDY, run_study
+
+    with pytest.raises(TesoError, match="--split"):
+        run_study(tmp_path, split="train")
+    assert not any(tmp_path.iterdir())  # refused before anything was generated
+    assert STUDY.name == "study" and STUDY.version == 2 and len(STUDY.seeds) >= 3

@@ -10,7 +10,18 @@ from teso import __version__
 from teso.errors import TesoError
 
 # Modules under teso.cli, each adding its sub-commands to the parser.
-COMMAND_MODULES = ["data", "cues", "pretrain", "train", "evaluate", "predict", "demo", "bench", "fingerprint"]
+COMMAND_MODULES = [
+    "data",
+    "cues",
+    "pretrain",
+    "train",
+    "evaluate",
+    "predict",
+    "demo",
+    "study",
+    "bench",
+    "fingerprint",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,10 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pins_numerics(argv: list[str]) -> bool:
-    """``teso demo``, ``teso fingerprint``, ``teso ablate --reproducible`` and ``teso eval
+    """``teso demo``, ``teso study``, ``teso fingerprint``, ``teso ablate --reproducible`` and ``teso eval
     --reproducible`` compare numbers across machines."""
     return bool(argv) and (
-        argv[0] in ("demo", "fingerprint") or (argv[0] in ("ablate", "eval") and "--reproducible" in argv)
+        argv[0] in ("demo", "study", "fingerprint")
+        or (argv[0] in ("ablate", "eval") and "--reproducible" in argv)
     )
 
 

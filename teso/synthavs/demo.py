@@ -65,6 +65,9 @@ class DemoPlan:
     threads: int = DEFAULT_THREADS  # intra-op threads, fixed: sums then run in one order on any core count
     device: str = "auto"  # "cpu" keeps every stage on the pinned CPU path even where a GPU is present
     version: int = 2  # SynthAVS version: 2 poses the paper's question; 1 reproduces the v1 findings
+    name: str = "demo"  # "demo" (a look at the budget that fits) or "study" (the converged protocol)
+    split: str = "test"  # the split every table reads; a study's dress rehearsal reads "val"
+    visual_only_seeds: int = 1  # the visual-only model trains with the first k of ``seeds``
 
 
 # Foundation steps: docs/engine.md's measurement (96 px, 800 / 600 steps: all-object mIoU 0.34,
@@ -149,12 +152,12 @@ def run_demo(
 
     t0 = time.perf_counter()
     _say(f"[3/7] text cues: {', '.join(TABLE3_SOURCES)} -> MiniLM features", progress)
-    rec1 = make_cues(root, progress)
+    rec1 = make_cues(root, progress, split=plan.split)
     stage("cues", t0)
 
     t0 = time.perf_counter()
     runs: list[tuple[str, int]] = [(m, s) for s in plan.seeds for m in ("teso", "av_baseline")]
-    runs.append(("visual_only", plan.seeds[0]))
+    runs += [("visual_only", s) for s in plan.seeds[: plan.visual_only_seeds]]
     trained: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in MODELS}
     for i, (name, s) in enumerate(runs):
         _say(f"[4/7] training {i + 1}/{len(runs)}: {MODELS[name][0]}, seed {s}, {plan.steps} steps", progress)
@@ -172,9 +175,9 @@ def run_demo(
             res = evaluate_checkpoint(
                 run["checkpoint"],
                 root,
-                split="test",
+                split=plan.split,
                 audio=",".join(CONDITIONS),
-                out=Path(run["dir"]) / "eval-test.json",
+                out=Path(run["dir"]) / f"eval-{plan.split}.json",
                 device=plan.device,
                 progress=False,
             )
@@ -187,10 +190,10 @@ def run_demo(
                         else evaluate_checkpoint(
                             run["checkpoint"],
                             root,
-                            split="test",
+                            split=plan.split,
                             audio="normal",
                             cues=src,
-                            out=Path(run["dir"]) / f"eval-test-{src}.json",
+                            out=Path(run["dir"]) / f"eval-{plan.split}-{src}.json",
                             device=plan.device,
                             progress=False,
                             allow_cue_mismatch=True,  # Table 3 swaps the cue store on purpose
@@ -200,8 +203,8 @@ def run_demo(
     stage("eval", t0)
 
     t0 = time.perf_counter()
-    _say("[6/7] teso predict on one test video", progress)
-    pred = predict_one(root, trained["teso"][plan.seeds[0]]["checkpoint"], out, progress)
+    _say(f"[6/7] teso predict on one {plan.split} video", progress)
+    pred = predict_one(root, trained["teso"][plan.seeds[0]]["checkpoint"], out, progress, plan.split)
     stage("predict", t0)
 
     t0 = time.perf_counter()
@@ -215,8 +218,8 @@ def run_demo(
     return report
 
 
-def make_cues(root: Path, progress: bool) -> dict[str, Any]:
-    """Cue stores ``reasoned``, ``nouns`` and ``oracle`` with MiniLM features; REC#1 of each (test split,
+def make_cues(root: Path, progress: bool, split: str = "test") -> dict[str, Any]:
+    """Cue stores ``reasoned``, ``nouns`` and ``oracle`` with MiniLM features; REC#1 of each (on ``split``,
     the N_T = 4 cues the model sees) and its silent-object cue rate."""
     from teso.cues.captioners import DatasetCaptioner
     from teso.cues.reasoners import NounReasoner, OracleReasoner, ReasonedReasoner
@@ -232,7 +235,7 @@ def make_cues(root: Path, progress: bool) -> dict[str, Any]:
     from teso.cues.text_encoders import build_text_encoder
 
     clips = list_clips(root)
-    test = [c for c in clips if c.split == "test"]
+    test = [c for c in clips if c.split == split]
     encoder = build_text_encoder("minilm")
     vocab = dataset_vocabulary(root)
     reasoners = {
@@ -318,8 +321,10 @@ def train_model(
     }
 
 
-def predict_one(root: Path, checkpoint: str, out: Path, progress: bool) -> dict[str, Any]:
-    """Write one test clip as an mp4 (frames at 1 fps + its audio) and run ``predict`` on it."""
+def predict_one(
+    root: Path, checkpoint: str, out: Path, progress: bool, split: str = "test"
+) -> dict[str, Any]:
+    """Write the first clip of ``split`` as an mp4 (frames at 1 fps + its audio) and run ``predict`` on it."""
     from teso.audio import load_audio
     from teso.cues.features import build_clip_tensor
     from teso.cues.store import CueStore
@@ -330,7 +335,7 @@ def predict_one(root: Path, checkpoint: str, out: Path, progress: bool) -> dict[
     from teso.video import read_frames
     from teso.video.writer import write_mp4
 
-    clip = list_clips(root, ["v1m"], ["test"])[0]
+    clip = list_clips(root, ["v1m"], [split])[0]
     video = out / "predict" / f"{clip.uid}.mp4"
     write_mp4(video, read_frames(clip.clip_dir / "frames"), fps=1, audio=load_audio(clip.audio_path))
     store_cues = CueStore(root, TRAIN_CUES).cues()
@@ -368,15 +373,16 @@ def beyond_spread(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
     return abs(a["mean"] - b["mean"]) > a["sd"] + b["sd"]
 
 
-def empty_floor(root: Path) -> float:
-    """mIoU of the all-empty prediction on the test split: the most a model can score under mute,
-    since every frame with a sounding object then scores 0 and every empty frame 1."""
+def empty_floor(root: Path, split: str = "test") -> float:
+    """mIoU of the all-empty prediction on ``split``: the most a model can score under mute, since
+    every frame with a sounding object then scores 0 and every empty frame 1 (it is also the share of
+    frames in which no visible object sounds)."""
     from teso.cues.rec import synth_truth
     from teso.data.avsbench import list_clips
 
     frames = [
         not sounding
-        for clip in list_clips(root, ["v1m"], ["test"])
+        for clip in list_clips(root, ["v1m"], [split])
         for sounding in synth_truth(clip.clip_dir, clip.num_frames)
     ]
     return sum(frames) / len(frames)
@@ -395,7 +401,7 @@ def table4(results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, dict[str,
 
 
 def table3_rows(
-    root: Path, table3: dict[str, dict[int, dict[str, Any]]], rec1: dict[str, Any]
+    root: Path, table3: dict[str, dict[int, dict[str, Any]]], rec1: dict[str, Any], split: str = "test"
 ) -> dict[str, dict[str, Any]]:
     """cue source -> REC#1 (text only), REC#2 (after the dynamic mask, mean ± sd over TeSO seeds) and
     SEG mIoU (TeSO trained on reasoned cues, evaluated with this source's cues)."""
@@ -404,7 +410,7 @@ def table3_rows(
     from teso.cues.store import CueStore
     from teso.data.avsbench import list_clips
 
-    clips = list_clips(root, ["v1m"], ["test"])
+    clips = list_clips(root, ["v1m"], [split])
     truth = {c.uid: synth_truth(c.clip_dir, c.num_frames) for c in clips}
     vocab = dataset_vocabulary(root)
     categories = list(vocab.names)
@@ -488,21 +494,28 @@ def write_report(
     from teso.utils.environment import environment_record
 
     t4 = table4(results)
-    floor = empty_floor(root)
+    floor = empty_floor(root, plan.split)
     text, numbers = verdict(t4, floor, len(plan.seeds))
     means = {
         name: {cond: {k: v["mean"] for k, v in metrics.items()} for cond, metrics in conds.items()}
         for name, conds in t4.items()
     }
-    chart = bar_chart(means, out / "report_miou.png", labels={k: v[0] for k, v in MODELS.items()})
+    chart = bar_chart(
+        means, out / "report_miou.png", labels={k: v[0] for k, v in MODELS.items()}, split=plan.split
+    )
     first = {name: by_seed[min(by_seed)]["checkpoint"] for name, by_seed in trained.items()}
-    grid = overlay_grid(root, first, out / "report_overlays.png")
+    grid = overlay_grid(root, first, out / "report_overlays.png", split=plan.split)
+    vis, av = t4.get("visual_only"), t4.get("av_baseline")
+    ratio = None
+    if vis and av and av["normal"]["miou"]["mean"]:
+        ratio = round(vis["normal"]["miou"]["mean"] / av["normal"]["miou"]["mean"], 2)
     report = {
         "quick": quick,
         "plan": asdict(plan),
         "table4": t4,
-        "table3": table3_rows(root, table3, rec1),
+        "table3": table3_rows(root, table3, rec1, plan.split),
         "mute_floor_miou": floor,
+        "p3": {"empty_gt_share": floor, "visual_av_miou_ratio": ratio},
         "verdict": text,
         "verdict_numbers": numbers,
         "runs": trained,
@@ -514,7 +527,7 @@ def write_report(
         "timings_s": timings,
         "total_s": round(time.perf_counter() - start, 1),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "settings": f"SynthAVS v{plan.version}, v1m test split; AVSBench metrics at the SynthAVS "
+        "settings": f"SynthAVS v{plan.version}, v1m {plan.split} split; AVSBench metrics at the SynthAVS "
         "resolution, threshold 0.5, F in batches of 4 clips",
         "numerics": numerics,
         "environment": environment_record(),
@@ -553,23 +566,39 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+BUDGET_NOTES = {
+    "demo": "Budget: the demo's {steps} optimiser steps, chosen to fit its time, not to converge: on "
+    "SynthAVS v2's val split an oracle-cue TeSO still lowers its preference rate from 420 to 2,000 steps "
+    "(docs/synthavs.md, the gate). Read this verdict as a look, not the decision.",
+    "study": "Budget: {steps} optimiser steps, the study protocol's (docs/synthavs.md, \"The study "
+    'protocol"), chosen on the val split where twice as many steps no longer improved TeSO or the AV '
+    "baseline.",
+}
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     plan = report["plan"]
     seeds = plan["seeds"]
+    name = plan.get("name", "demo")
     quick = " (QUICK: one seed, small data, short training: no spread, so no difference is called)"
+    vis = seeds[: plan.get("visual_only_seeds", 1)]
+    p3 = report.get("p3") or {}
     lines = [
-        "# teso demo report" + (quick if report["quick"] else ""),
+        f"# teso {name} report" + (quick if report["quick"] else ""),
         "",
         f"{report['date']}, total {report['total_s']:.0f} s. {report['settings']}. {_numerics_line(report)}",
         f"Every model: {plan['steps']} optimiser steps of {plan['batch_size']} clips, image side "
         f"{plan['image_size']} px, on frozen foundations pre-trained on this SynthAVS. TeSO and the AV "
-        f"baseline: seeds {', '.join(map(str, seeds))} (mean ± sd); visual only: seed {seeds[0]}.",
+        f"baseline: seeds {', '.join(map(str, seeds))} (mean ± sd); visual only: seed"
+        f"{'s' if len(vis) > 1 else ''} {', '.join(map(str, vis))}.",
         "",
         f"**{report['verdict']}**",
         "",
-        f"Budget: the demo's {plan['steps']} optimiser steps, chosen to fit its time, not to converge: "
-        "on SynthAVS v2's val split an oracle-cue TeSO still lowers its preference rate from 420 to "
-        "2,000 steps (docs/synthavs.md, the gate). Read this verdict as a look, not the decision.",
+        BUDGET_NOTES[name].format(steps=f"{plan['steps']:,}"),
+        "",
+        f"P3 (docs/synthavs.md): frames with an empty ground truth {_pct(p3.get('empty_gt_share'))} %; "
+        f"visual-only / AV-baseline mIoU {p3.get('visual_av_miou_ratio') or '-'} "
+        "(paper 0.60, 37.35 / 62.28).",
         "",
         "## Table 4: audio control",
         "",

@@ -11,7 +11,9 @@ from PIL import Image, ImageDraw
 from teso.utils.files import atomic_write
 
 
-def bar_chart(models: dict[str, dict[str, dict[str, Any]]], path: Path, labels: dict[str, str]) -> Path:
+def bar_chart(
+    models: dict[str, dict[str, dict[str, Any]]], path: Path, labels: dict[str, str], split: str = "test"
+) -> Path:
     """Grouped bars: mIoU (%) per audio condition (groups) for each model (bars)."""
     import matplotlib
 
@@ -30,7 +32,7 @@ def bar_chart(models: dict[str, dict[str, dict[str, Any]]], path: Path, labels: 
     ax.set_xticks(x, conds)
     ax.set_ylabel("mIoU (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("SynthAVS test: a model that listens must drop when the audio is taken away")
+    ax.set_title(f"SynthAVS {split}: a model that listens must drop when the audio is taken away")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png"))
@@ -43,9 +45,10 @@ def _tile(img: np.ndarray, size: int) -> Image.Image:
 
 
 def overlay_grid(
-    root: Path, checkpoints: dict[str, str], path: Path, clips: int = 2, size: int = 128
+    root: Path, checkpoints: dict[str, str], path: Path, clips: int = 2, size: int = 128, split: str = "test"
 ) -> Path:
-    """Rows: frame, ground truth, then each model under normal and muted audio; columns: test frames."""
+    """Rows: frame, ground truth, then each model under normal and muted audio; columns: the frames of
+    the first ``clips`` clips of ``split``."""
     from teso.audio import load_audio, mute, per_second_examples
     from teso.cues.features import TextFeatures
     from teso.data.avsbench import list_clips
@@ -53,7 +56,7 @@ def overlay_grid(
     from teso.video import read_frames
     from teso.video.writer import overlay
 
-    records = list_clips(root, ["v1m"], ["test"])[:clips]
+    records = list_clips(root, ["v1m"], [split])[:clips]
     frames = [read_frames(r.clip_dir / "frames") for r in records]
     masks = [
         np.stack([np.asarray(Image.open(p).convert("RGB")).any(-1) for p in r.mask_paths]) for r in records
