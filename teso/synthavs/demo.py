@@ -571,8 +571,9 @@ BUDGET_NOTES = {
     "SynthAVS v2's val split an oracle-cue TeSO still lowers its preference rate from 420 to 2,000 steps "
     "(docs/synthavs.md, the gate). Read this verdict as a look, not the decision.",
     "study": "Budget: {steps} optimiser steps, the study protocol's (docs/synthavs.md, \"The study "
-    'protocol"), chosen on the val split where twice as many steps no longer improved TeSO or the AV '
-    "baseline.",
+    'protocol"), chosen on the val split: both compared models still improved from 2,000 to 4,000 '
+    "steps, and 4,000 is the most that fits the study's time on 2 cores, so this is the largest budget "
+    "that fits, not a proven plateau.",
 }
 
 
