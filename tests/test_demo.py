@@ -183,11 +183,20 @@ def test_a_study_plan_reads_its_split_and_trains_the_visual_only_model_on_each_s
     assert md.startswith("# teso study report") and "v1m val split" in md and "study protocol" in md
 
 
-def test_run_study_refuses_the_train_split(tmp_path):
+def test_run_study_refuses_the_train_split_and_run_demo_a_plan_it_cannot_report(tmp_path):
+    from dataclasses import replace
+
     from teso.errors import TesoError
     from teso.synthavs.study import STUDY, run_study
 
     with pytest.raises(TesoError, match="--split"):
         run_study(tmp_path, split="train")
+    for bad, match in (
+        (replace(TINY, split="train"), "plan split"),
+        (replace(TINY, name="paper"), "plan name"),
+        (replace(TINY, visual_only_seeds=3), "visual_only_seeds"),
+    ):
+        with pytest.raises(TesoError, match=match):
+            run_demo(tmp_path, plan=bad, progress=False)
     assert not any(tmp_path.iterdir())  # refused before anything was generated
     assert STUDY.name == "study" and STUDY.version == 2 and len(STUDY.seeds) >= 3

@@ -92,6 +92,19 @@ QUICK = DemoPlan(
 )
 
 
+def check_plan(plan: DemoPlan) -> None:
+    """Refuse a plan whose report could not be written, before anything is generated or trained."""
+    if plan.name not in BUDGET_NOTES:
+        raise TesoError(f"plan name: expected one of {', '.join(BUDGET_NOTES)}, got {plan.name!r}")
+    if plan.split not in ("val", "test"):
+        raise TesoError(f"plan split: expected val or test (the models learn from train), got {plan.split!r}")
+    if not plan.seeds or not 0 <= plan.visual_only_seeds <= len(plan.seeds):
+        raise TesoError(
+            f"plan seeds: expected at least one seed and visual_only_seeds in 0..{len(plan.seeds)}, "
+            f"got seeds {plan.seeds} and visual_only_seeds {plan.visual_only_seeds}"
+        )
+
+
 def _say(msg: str, progress: bool) -> None:
     if progress:
         print(msg, flush=True)
@@ -116,6 +129,7 @@ def run_demo(
     plan = replace(plan, seeds=tuple(seed + s for s in plan.seeds))
     if version is not None:
         plan = replace(plan, version=version)
+    check_plan(plan)
     from teso.utils.numerics import pin_numerics
 
     # The kernels' instruction set is pinned only if torch was not imported yet (the CLI does it
