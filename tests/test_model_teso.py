@@ -679,3 +679,46 @@ def test_pmqs_after_layer_is_checked_against_the_decoder_and_the_pmqs_switch():
     config.pmqs.after_layer = 1
     with pytest.raises(TesoError, match="PMQS"):
         config.validate()
+
+
+def test_grounded_tokens_start_as_the_paper_and_then_read_the_frame():
+    """``pmqs.ground_tokens``: built fresh it changes nothing (zero output projection, the other
+    weights drawn as without it); woken, the prompt tokens depend on the frame's S/8 pixels, and
+    the grounding trains."""
+    frames, audio, text, count = _inputs(t=2)
+    outs = {}
+    for ground in (False, True):
+        config = _config()
+        config.pmqs.ground_tokens = ground
+        torch.manual_seed(0)
+        outs[ground] = build_teso(config).eval()
+    plain, grounded = outs[False], outs[True]
+    assert grounded.pmqs.ground is not None and plain.pmqs.ground is None
+    a = _run(plain, audio, text, count, frames)
+    b = _run(grounded, audio, text, count, frames)
+    assert torch.equal(a.mask_logits, b.mask_logits) and torch.equal(a.class_logits, b.class_logits)
+    _wake(grounded)
+    with torch.no_grad():
+        torch.nn.init.normal_(grounded.pmqs.ground.attn.out_proj.weight, std=0.2)
+    visual = grounded.encode_visual(frames)
+    s8 = visual.multi_scale[-1]
+    assert s8.shape[-1] == SIZE // 8  # the S/8 map is the one the tokens read
+    tokens = torch.randn(2, 3, grounded.config.visual.hidden_dim)
+    pixels = s8.flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        here = grounded.pmqs.ground(tokens, pixels)
+        other = grounded.pmqs.ground(tokens, pixels.flip(0))  # each frame's tokens read the other frame
+    assert not torch.equal(here, other) and not torch.equal(here, tokens)
+    grounded.train()
+    out = grounded(frames, audio, text, count)
+    out.mask_logits.sum().backward()
+    assert grounded.pmqs.ground.pixel_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(TesoError, match="pixel features"):
+        grounded.pmqs(torch.randn(2, 5, 32), tokens, torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_ground_tokens_needs_pmqs():
+    config = _config(pmqs=False)
+    config.pmqs.ground_tokens = True
+    with pytest.raises(TesoError, match="ground_tokens"):
+        config.validate()

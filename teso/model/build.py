@@ -67,6 +67,8 @@ def build_teso(config: TeSOConfig | str, load_pretrained: bool = True) -> TeSO:
         else None
     )
     # The null key exists for the soft dynamic mask only (pmqs.py): it lets a frame drop every cue.
-    pmqs = PMQS(d, config.pmqs, null_key=w.soft_mask) if w.pmqs else None
+    pmqs = (
+        PMQS(d, config.pmqs, null_key=w.soft_mask, pixel_dim=config.visual.feature_size) if w.pmqs else None
+    )
     criterion = TeSOLoss(config.loss, config.num_classes, infonce=w.infonce_in_loss)
     return TeSO(config, foundation, audio_encoder, audio_proj, text_proj, sedam, pmqs, criterion)

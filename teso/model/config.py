@@ -115,6 +115,9 @@ class PMQSConfig:
     # 0 = the paper: prompt the learnable queries before the decoder; k >= 1: after the k-th
     # masked-attention layer, once each query has attended to the pixels (issue 17's binding lever).
     after_layer: int = 0
+    # True: the prompt tokens first attend to the frame's S/8 pixel features, so a cue carries what
+    # its object looks like in this frame before it prompts (issue 17's grounding lever); False = the paper.
+    ground_tokens: bool = False
 
 
 @dataclass
@@ -246,6 +249,8 @@ class TeSOConfig:
             # HF uses visual.dropout as the decoder's layer drop: layer k would be skipped, and the
             # prompt with it, in a random share of the training steps.
             raise TesoError("config pmqs.after_layer >= 1 needs visual.dropout = 0 (HF's decoder layer drop)")
+        if self.pmqs.ground_tokens and not self.ablation.pmqs:
+            raise TesoError("config pmqs.ground_tokens grounds PMQS's tokens; (−) PMQS appends them instead")
         if self.pmqs.after_layer and not self.ablation.pmqs:
             raise TesoError("config pmqs.after_layer >= 1 prompts with PMQS; (−) PMQS appends tokens instead")
 

@@ -193,7 +193,11 @@ class TeSO(nn.Module):
             out_shape = (b, t)
         prompt, extra_keep, prompt_at = None, None, 0
         if w.prompt == "pmqs":
-            prompt = self._pmqs_prompt(tokens, keep, key_bias)
+            # The S/8 map ([N, C, S/8, S/8] -> [N, P, C]) of exactly the frames being decoded.
+            pixels = (
+                visual.multi_scale[-1].flatten(2).transpose(1, 2) if self.config.pmqs.ground_tokens else None
+            )
+            prompt = self._pmqs_prompt(tokens, keep, key_bias, pixels)
             prompt_at = self.config.pmqs.after_layer
         elif w.prompt == "append":
             prompt, extra_keep = self._append_prompt(tokens), keep
@@ -216,10 +220,16 @@ class TeSO(nn.Module):
             result.losses = self._losses(class_logits, mask_logits, targets, infonce, b, t, decoded)
         return result
 
-    def _pmqs_prompt(self, tokens: torch.Tensor, keep: torch.Tensor, key_bias: torch.Tensor | None):
+    def _pmqs_prompt(
+        self,
+        tokens: torch.Tensor,
+        keep: torch.Tensor,
+        key_bias: torch.Tensor | None,
+        pixels: torch.Tensor | None = None,
+    ):
         def prompt(queries: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # The decoder works sequence-first (Q, N, d); PMQS batch-first (N, Q, d).
-            prompted = self.pmqs(queries.transpose(0, 1), tokens, keep, key_bias)
+            prompted = self.pmqs(queries.transpose(0, 1), tokens, keep, key_bias, pixels)
             return prompted.transpose(0, 1), positions
 
         return prompt
