@@ -203,3 +203,16 @@ def test_family_scores_separate_hearing_the_family_from_hearing_the_member():
     assert 0.4 < fam["multi_source_map"] < 0.6
     exact = family_scores(sounding.float(), data)
     assert exact["multi_source_map"] == pytest.approx(1.0)
+
+
+def test_the_v2_sounds_picture_draws_family_voices(tmp_path):
+    """The docs' v2 sound picture is drawn from the family pools: a different picture from v1's at
+    the same seed (v1 voices are the category's own)."""
+    from PIL import Image
+
+    from teso.synthavs.generator.gallery import sounds_figure
+
+    v1 = sounds_figure(tmp_path / "v1.png", version=1)
+    v2 = sounds_figure(tmp_path / "v2.png", version=2)
+    a, b = np.asarray(Image.open(v1).convert("RGB")), np.asarray(Image.open(v2).convert("RGB"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
