@@ -130,6 +130,7 @@ def reference(video: Path, ckpt: Path, cues: list[list[str]], length: int, whole
         "overlays": np.stack([overlay(frames[t], masks[t]) for t in range(seconds)]),
         "audio": wave[: seconds * 16000],
         "threshold": threshold,
+        "probs": probs.numpy(),
     }
 
 
@@ -244,3 +245,51 @@ def test_audio_shorter_than_the_video_is_silence_and_a_folder_streams_too(ckpt, 
     assert [s["sounding_area"] for s in summary["per_second"]] == [float(m.mean()) for m in masks]
     with av.open(str(tmp_path / "out" / "overlay.mp4")) as c:
         assert c.streams.video[0].frames == 7
+
+
+def test_heatmap_writes_the_pre_threshold_probability_the_masks_come_from(ckpt, tmp_path):
+    """``--heatmap``: every second's probability as 8-bit PNG (the reference's, window-averaged as the
+    masks are) and a heat video; the masks are unchanged and nothing is written without it."""
+    from teso.cli.main import main
+
+    seconds = 7  # two windows, the last shifted back: the heat map averages the overlap
+    video = painted_mp4(tmp_path / "v.mp4", seconds)
+    cues = cues_for(seconds)
+    ref = reference(video, ckpt, cues, 5, False)
+    out = tmp_path / "out"
+    summary = predict_video(
+        video,
+        ckpt,
+        out,
+        cues=cues,
+        encode_cues=window_cue_encoder(cues, build_text_encoder("tiny"), 4),
+        threshold=ref["threshold"],
+        heatmap=True,
+    )
+    assert summary["heatmaps"] == str(out / "heatmaps") and summary["heatmap_video"] == str(
+        out / "heatmap.mp4"
+    )
+    for t in range(seconds):
+        assert (out / "masks" / f"{t}.png").read_bytes() == png_bytes(ref["masks"][t]), t
+        grey = np.asarray(Image.open(out / "heatmaps" / f"{t}.png"))
+        assert grey.shape == (H, W) and grey.dtype == np.uint8
+        # 8-bit rounding moves a probability by at most half a step; the model's float sums may
+        # differ from the reference's in the last bits, which can flip a value sitting on a .5 step.
+        assert np.abs(grey / 255.0 - ref["probs"][t]).max() <= 0.5 / 255 + 1e-6, t
+    assert len({(out / "heatmaps" / f"{t}.png").read_bytes() for t in range(seconds)}) > 1
+    assert len(packets(out / "heatmap.mp4")["video"]) == seconds
+    # The heat frame is the frame where the probability is 0; at 1 it is 70 % white (the default
+    # alpha), 30 % frame: 0.3 · 100 + 0.7 · 255 = 208.5, truncated to 208.
+    from teso.video.writer import heatmap
+
+    frame = np.full((2, 2, 3), 100, np.uint8)
+    hot = heatmap(frame, np.array([[0.0, 1.0], [0.5, 0.2]]))
+    assert (hot[0, 0] == 100).all() and tuple(hot[0, 1]) == (208, 208, 208)
+    assert hot[1, 0, 0] > hot[1, 0, 2]  # half way: red before blue
+    plain = tmp_path / "plain"
+    cue_file = tmp_path / "cues.json"
+    cue_file.write_text(json.dumps({"cues": cues}))
+    argv = ["predict", str(video), "--checkpoint", str(ckpt), "--cues", str(cue_file), "--out", str(plain)]
+    assert main([*argv, "--threshold", str(ref["threshold"])]) == 0
+    assert not (plain / "heatmaps").exists() and not (plain / "heatmap.mp4").exists()
+    assert json.loads((plain / "summary.json").read_text())["heatmaps"] is None

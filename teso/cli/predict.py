@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="output directory (default runs/predict/<video name>)"
     )
     p.add_argument("--threshold", type=float, default=0.5, help="mask threshold")
+    p.add_argument(
+        "--heatmap",
+        action="store_true",
+        help="also write the pre-threshold sounding probability: heatmaps/T.png (8-bit) and heatmap.mp4",
+    )
     foundations_option(p)
     p.add_argument(
         "--allow-cue-mismatch",
@@ -113,6 +118,7 @@ def _predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         device=args.device,
         foundations=args.foundations,
+        heatmap=args.heatmap,
     )
     for s in summary["per_second"]:
         print(
@@ -120,6 +126,8 @@ def _predict(args: argparse.Namespace) -> int:
             f"cues {', '.join(s['cues']) or '-'}"
         )
     print(f"masks: {summary['masks']}  overlay: {summary['overlay']}  summary: {out / 'summary.json'}")
+    if summary["heatmaps"]:
+        print(f"heatmaps: {summary['heatmaps']}  heatmap video: {summary['heatmap_video']}")
     return 0
 
 

@@ -25,7 +25,7 @@ from teso.model import TeSOPredictor, load_checkpoint, sounding_maps
 from teso.utils.files import atomic_write, atomic_write_json
 from teso.utils.memory import pin_mmap_threshold
 from teso.video.stream import AudioStream, FrameStream, probe_input
-from teso.video.writer import LOW_LATENCY_X264, Mp4Writer, overlay
+from teso.video.writer import LOW_LATENCY_X264, Mp4Writer, heatmap, overlay
 
 
 def windows(num_frames: int, length: int) -> list[tuple[int, int]]:
@@ -87,8 +87,14 @@ def predict_video(
     threshold: float = 0.5,
     device: str = "cpu",
     foundations: Sequence[str | Path] = (),
+    heatmap: bool = False,
 ) -> dict[str, Any]:
     """Segment ``source`` with ``checkpoint`` into ``out_dir``; returns the JSON summary.
+
+    ``heatmap``: also write the pre-threshold sounding probability of every second (the paper's
+    Fig. J9 reading): ``heatmaps/T.png`` (8-bit grey, round(255 · p), p averaged over the windows
+    exactly as the mask's) and ``heatmap.mp4`` (:func:`teso.video.writer.heatmap` over the frame,
+    with the audio).
 
     ``foundations``: folders to look in first for a small checkpoint's frozen foundations
     (:mod:`teso.model.foundation_sources`).
@@ -129,6 +135,13 @@ def predict_video(
     mp4 = Mp4Writer(
         out_dir / "overlay.mp4", fps=1, audio=True, sample_rate=SAMPLE_RATE, options=LOW_LATENCY_X264
     )
+    heat = (
+        Mp4Writer(
+            out_dir / "heatmap.mp4", fps=1, audio=True, sample_rate=SAMPLE_RATE, options=LOW_LATENCY_X264
+        )
+        if heatmap
+        else None
+    )
     try:
         for w, (start, end) in enumerate(plan):
             frames = frames_in.window(start, end)
@@ -162,13 +175,20 @@ def predict_video(
             done_until = plan[w + 1][0] if w + 1 < len(plan) else seconds
             for t in sorted(k for k in pending if k < done_until):
                 prob_sum, hits, frame, kept = pending.pop(t)
-                mask = (prob_sum / hits > threshold).numpy()
+                prob = prob_sum / hits
+                mask = (prob > threshold).numpy()
                 per_second.append(_write_second(out_dir, mp4, sound, t, frame, mask, cues, kept, cfg))
+                if heat is not None:
+                    _write_heatmap(out_dir, heat, sound, t, frame, prob.numpy())
             del frames, out
         frames_in.finish()
         mp4.close()
+        if heat is not None:
+            heat.close()
     except BaseException:
         mp4.abort()
+        if heat is not None:
+            heat.abort()
         raise
     finally:
         sound.close()
@@ -182,10 +202,22 @@ def predict_video(
         "threshold": threshold,
         "masks": str(out_dir / "masks"),
         "overlay": str(out_dir / "overlay.mp4"),
+        "heatmaps": str(out_dir / "heatmaps") if heatmap else None,
+        "heatmap_video": str(out_dir / "heatmap.mp4") if heatmap else None,
         "per_second": per_second,
     }
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _write_heatmap(
+    out_dir: Path, mp4: Mp4Writer, sound: AudioStream, t: int, frame: np.ndarray, prob: np.ndarray
+) -> None:
+    """Second ``t``'s probability map [H, W] as an 8-bit PNG and as a heat frame (+ audio) of the mp4."""
+    grey = np.rint(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
+    atomic_write(out_dir / "heatmaps" / f"{t}.png", lambda p: Image.fromarray(grey).save(p, format="PNG"))
+    mp4.add_frame(heatmap(frame, prob))
+    mp4.add_audio(sound.samples(t * SAMPLE_RATE, (t + 1) * SAMPLE_RATE))
 
 
 def _write_second(

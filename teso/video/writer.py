@@ -32,6 +32,17 @@ def overlay(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return out.clip(0, 255).astype(np.uint8)
 
 
+def heatmap(frame: np.ndarray, prob: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """[H, W, 3] uint8 frame + [H, W] probability in [0, 1] -> [H, W, 3] uint8: the pre-threshold
+    sounding probability as a black-red-yellow-white ramp laid over the frame, each pixel weighted by
+    its own probability, so that where the model sees no sound the frame shows through."""
+    p = np.clip(prob.astype(np.float32), 0.0, 1.0)[..., None]
+    ramp = np.clip(3.0 * p - np.array([0.0, 1.0, 2.0], np.float32), 0.0, 1.0) * 255.0
+    w = alpha * p
+    out = frame.astype(np.float32) * (1 - w) + ramp * w
+    return out.clip(0, 255).astype(np.uint8)
+
+
 class Mp4Writer:
     """An H.264 (+ AAC mono) mp4 written frame by frame, made visible at ``path`` only when complete.
 
