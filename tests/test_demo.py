@@ -47,6 +47,12 @@ def test_every_compared_run_trains_the_same_steps_on_frozen_foundations(demo):
     assert extra["foundations"]  # the foundation's record (scores, steps, dataset hash) rides along
     md = (out / "report.md").read_text()
     assert "Verdict:" in md and "Table 3" in md and "± " in md
+    # The heat-map figure (the pre-threshold probability) beside the thresholded overlays, same layout.
+    from PIL import Image
+
+    heat, masks = Image.open(report["figures"]["heatmaps"]), Image.open(report["figures"]["overlays"])
+    assert heat.size == masks.size and heat.tobytes() != masks.tobytes()
+    assert "report_heatmaps.png" in md
 
 
 def test_tables_hold_every_condition_source_and_a_verdict(demo):

@@ -519,6 +519,7 @@ def write_report(
     )
     first = {name: by_seed[min(by_seed)]["checkpoint"] for name, by_seed in trained.items()}
     grid = overlay_grid(root, first, out / "report_overlays.png", split=plan.split)
+    heat = overlay_grid(root, first, out / "report_heatmaps.png", split=plan.split, heat=True)
     vis, av = t4.get("visual_only"), t4.get("av_baseline")
     ratio = None
     if vis and av and av["normal"]["miou"]["mean"]:
@@ -537,7 +538,7 @@ def write_report(
             k: foundations.get(k) for k in ("dir", "dataset", "scores", "steps", "settings_hash", "cached")
         },
         "predict": {"overlay": pred["overlay"], "summary": str(Path(pred["masks"]).parent / "summary.json")},
-        "figures": {"miou_chart": str(chart), "overlays": str(grid)},
+        "figures": {"miou_chart": str(chart), "overlays": str(grid), "heatmaps": str(heat)},
         "timings_s": timings,
         "total_s": round(time.perf_counter() - start, 1),
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -673,7 +674,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"![mIoU per audio condition]({Path(report['figures']['miou_chart']).name})",
         "",
-        f"![the same test frames under normal and muted audio]({Path(report['figures']['overlays']).name})",
+        f"![the same {plan['split']} frames under normal and muted audio]"
+        f"({Path(report['figures']['overlays']).name})",
+        "",
+        f"![their pre-threshold sounding probability]({Path(report['figures']['heatmaps']).name})",
         "",
         f"Prediction on one test video: `{report['predict']['overlay']}`.",
         "",

@@ -45,16 +45,23 @@ def _tile(img: np.ndarray, size: int) -> Image.Image:
 
 
 def overlay_grid(
-    root: Path, checkpoints: dict[str, str], path: Path, clips: int = 2, size: int = 128, split: str = "test"
+    root: Path,
+    checkpoints: dict[str, str],
+    path: Path,
+    clips: int = 2,
+    size: int = 128,
+    split: str = "test",
+    heat: bool = False,
 ) -> Path:
     """Rows: frame, ground truth, then each model under normal and muted audio; columns: the frames of
-    the first ``clips`` clips of ``split``."""
+    the first ``clips`` clips of ``split``. ``heat``: the models' tiles show the pre-threshold sounding
+    probability (:func:`teso.video.writer.heatmap`, the paper's Fig. J9 reading) instead of the mask."""
     from teso.audio import load_audio, mute, per_second_examples
     from teso.cues.features import TextFeatures
     from teso.data.avsbench import list_clips
     from teso.model import TeSOPredictor, load_checkpoint, sounding_maps
     from teso.video import read_frames
-    from teso.video.writer import overlay
+    from teso.video.writer import heatmap, overlay
 
     records = list_clips(root, ["v1m"], [split])[:clips]
     frames = [read_frames(r.clip_dir / "frames") for r in records]
@@ -84,8 +91,11 @@ def overlay_grid(
                 audio = per_second_examples(wave, 16000, r.num_frames)
                 text, count = feats.get(r.uid) if feats is not None else (None, None)
                 probs = predictor.predict(audio, text, count, size=frames[c].shape[1:3])
-                pred = (sounding_maps(probs, model.config.num_classes)[0] > 0.5).numpy()
-                tiles += [overlay(frames[c][t], pred[t]) for t in range(r.num_frames)]
+                fg = sounding_maps(probs, model.config.num_classes)[0].numpy()
+                if heat:
+                    tiles += [heatmap(frames[c][t], fg[t]) for t in range(r.num_frames)]
+                else:
+                    tiles += [overlay(frames[c][t], fg[t] > 0.5) for t in range(r.num_frames)]
             rows.append((f"{name} · {cond}", tiles))
     label_w = 150
     canvas = Image.new("RGB", (label_w + size * len(cols), size * len(rows)), "white")
