@@ -492,3 +492,38 @@ def test_a_frozen_foundation_run_saves_small_checkpoints_and_resumes_exactly(tre
     foundation(tmp_path / "f", seed=1)  # other weights where the run's foundation was
     with pytest.raises(FoundationMismatchError, match=r"last\.safetensors: trained on frozen visual weights"):
         trainer("b", resume=True, **{"train.epochs": "3"}).fit()
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_weights(tree, trained, tmp_path, capsys):
+    """``--init-from``: the new run's weights at step 0 are the checkpoint's (not a fresh build), its
+    optimiser and schedule start over, its checkpoints record where it began; another model or a
+    missing file is refused before training."""
+    from teso.model.checkpoint import read_checkpoint_metadata
+
+    src = trained / "checkpoints" / "last.safetensors"
+    out = tmp_path / "ft"
+    argv = [
+        "train",
+        "synth",
+        *fast_overrides(tree, **{"train.max_steps": "1", "train.lr": "0", "train.lr_visual_adapters": "0"}),
+    ]
+    # lr 0: one step changes nothing, so the saved weights are exactly where the run began.
+    assert main([*argv, "--init-from", str(src), "--out", str(out), "--no-progress"]) == 0
+    a, b = load_file(str(src)), load_file(str(out / "checkpoints" / "last.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fresh = tmp_path / "fresh"
+    assert main([*argv, "--out", str(fresh), "--no-progress"]) == 0
+    c = load_file(str(fresh / "checkpoints" / "last.safetensors"))
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # without it the run starts from a fresh build
+    _, extra = read_checkpoint_metadata(out / "checkpoints" / "last.safetensors")
+    assert extra["init_from"]["path"] == str(src) and extra["init_from"]["step"] == 2 and extra["step"] == 1
+    assert extra["experiment"]["train"]["init_from"] == str(src)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "train"] == [1]  # a new run: its own step count
+    other = fast_overrides(tree, **{"train.max_steps": "1", "model.pmqs.num_layers": "1"})
+    capsys.readouterr()
+    assert main(["train", "synth", *other, "--init-from", str(src), "--out", str(tmp_path / "x")]) == 1
+    assert "pmqs.num_layers" in capsys.readouterr().err
+    assert main([*argv, "--init-from", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "y")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "checkpoints").exists() and not (tmp_path / "y" / "checkpoints").exists()

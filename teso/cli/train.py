@@ -18,6 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from this checkpoint's weights (same model), fresh optimiser and schedule: fine-tuning "
+        "(sets train.init_from)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: one GPU per process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
@@ -53,7 +61,10 @@ def _train(args: argparse.Namespace) -> int:
     from teso.engine.distributed import cleanup
     from teso.engine.trainer import Trainer
 
-    exp = load_experiment(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.init_from is not None:
+        overrides.append(f"train.init_from={args.init_from}")
+    exp = load_experiment(args.config, overrides)
     out = args.out or Path("runs") / Path(args.config).stem
     try:
         result = Trainer(

@@ -47,6 +47,10 @@ class TrainConfig:
     log_every: int = 10  # steps between JSONL/TensorBoard scalars
     eval_every: int = 1  # epochs between validation passes (best checkpoint by val mIoU)
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints for long epochs (0 = per epoch only)
+    # A teso checkpoint (same model config) whose weights start this run, with a fresh optimiser and
+    # schedule: fine-tuning, e.g. AVS-V3's few-shot step. None = the model as built (foundations + fresh
+    # new modules). Not --resume, which continues a run's own optimiser, schedule and data order.
+    init_from: str | None = None
 
 
 @dataclass
@@ -91,6 +95,12 @@ class ExperimentConfig:
         }.items():
             if value < 0:
                 raise TesoError(f"{source}: {key} must be 0 (no limit) or positive, got {value}")
+        if self.train.init_from is not None and (
+            not isinstance(self.train.init_from, str) or not self.train.init_from.strip()
+        ):
+            raise TesoError(
+                f"{source}: train.init_from must be a checkpoint path, got {self.train.init_from!r}"
+            )
         if not 0 < self.eval.threshold < 1:
             raise TesoError(f"{source}: eval.threshold must lie in (0, 1), got {self.eval.threshold}")
         if self.data.subset not in ("v1s", "v1m", "v2"):

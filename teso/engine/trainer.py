@@ -147,6 +147,26 @@ class Trainer:
             print(f"--resume: continuing the model stored in {self.last_path} ({names} as it was trained)")
         self.model_config = cfg
 
+    def _init_provenance(self, path: str | None) -> dict[str, Any] | None:
+        """``train.init_from``'s checkpoint checked against this run's model: the same model config
+        (its weights would not fit another), returned as the record saved with the run."""
+        if not path:
+            return None
+        if not Path(path).is_file():
+            raise TesoError(
+                f"train.init_from: {path} does not exist (expected a teso checkpoint .safetensors)"
+            )
+        cfg, extra = read_checkpoint_metadata(path)
+        differs = _diff(cfg.to_dict(), self.model_config.to_dict())
+        if differs:
+            names = ", ".join(".".join(k) for k in differs)
+            raise TesoError(
+                f"train.init_from: {path} holds another model (differs in {names}); start from a checkpoint "
+                "of the same model config"
+            )
+        exp = extra.get("experiment") or {}
+        return {"path": str(path), "step": extra.get("step"), "experiment": exp.get("name")}
+
     def _prepare_run_dir(self) -> None:
         cfg_path = self.run_dir / "config.yaml"
         current = json.loads(json.dumps(self.exp.to_dict()))  # tuples -> lists, as YAML reads them back
@@ -212,6 +232,8 @@ class Trainer:
     def fit(self) -> TrainResult:
         t = self.exp.train
         info = self.info
+        if not self.resume:  # refused before the run folder is touched
+            self.init_provenance = self._init_provenance(t.init_from)
         self._prepare_run_dir()
         _seed_all(t.seed)
         train_ds, val_ds = self._datasets()
@@ -227,6 +249,11 @@ class Trainer:
         total = t.epochs * batches_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _poly(total, t.warmup_steps))
 
+        # Where the weights began: recorded in every checkpoint of the run (resumed runs keep it).
+        if self.resume:  # the init file may have moved since; the run's own record says where it began
+            self.init_provenance = read_checkpoint_metadata(self.last_path)[1].get("init_from")
+        if t.init_from and not self.resume:
+            load_checkpoint_into(model, t.init_from)  # verifies the file's hash and frozen parts
         epoch, batch_in_epoch, step, best, elapsed = 0, 0, 0, -1.0, 0.0
         if self.resume:
             cfg, _ = read_checkpoint_metadata(self.last_path)
@@ -295,6 +322,7 @@ class Trainer:
                 "epoch": next_epoch,
                 "step": step,
                 "text_features": self.text_provenance,
+                "init_from": self.init_provenance,
                 "foundations": foundations,
                 "cue_provenance": self.cue_provenance,
             }
