@@ -152,6 +152,12 @@ def png_bytes(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def predict_tiny(video: Path, ckpt: Path, out: Path, cues: list[list[str]], threshold: float, **kw) -> dict:
+    """``predict_video`` with the tiny checkpoint's 32-d text features (4 cue slots)."""
+    encode = window_cue_encoder(cues, build_text_encoder("tiny"), 4)
+    return predict_video(video, ckpt, out, cues=cues, encode_cues=encode, threshold=threshold, **kw)
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
@@ -171,14 +177,7 @@ def test_streamed_predict_equals_the_whole_clip(ckpt, tmp_path, seconds, whole):
     if not whole:
         assert windows(seconds, 5) == [(0, 5), (5, 10), (8, 13)]
     out = tmp_path / "out"
-    summary = predict_video(
-        video,
-        ckpt,
-        out,
-        cues=cues,
-        encode_cues=window_cue_encoder(cues, build_text_encoder("tiny"), 4),
-        threshold=ref["threshold"],
-    )
+    summary = predict_tiny(video, ckpt, out, cues, ref["threshold"])
     for t in range(seconds):
         assert (out / "masks" / f"{t}.png").read_bytes() == png_bytes(ref["masks"][t]), t
     assert summary["per_second"] == ref["rows"]
@@ -257,15 +256,7 @@ def test_heatmap_writes_the_pre_threshold_probability_the_masks_come_from(ckpt, 
     cues = cues_for(seconds)
     ref = reference(video, ckpt, cues, 5, False)
     out = tmp_path / "out"
-    summary = predict_video(
-        video,
-        ckpt,
-        out,
-        cues=cues,
-        encode_cues=window_cue_encoder(cues, build_text_encoder("tiny"), 4),
-        threshold=ref["threshold"],
-        heatmap=True,
-    )
+    summary = predict_tiny(video, ckpt, out, cues, ref["threshold"], heatmap=True)
     assert summary["heatmaps"] == str(out / "heatmaps") and summary["heatmap_video"] == str(
         out / "heatmap.mp4"
     )
