@@ -187,6 +187,7 @@ def test_a_study_plan_reads_its_split_and_trains_the_visual_only_model_on_each_s
     assert ratio == (round(vis / av, 2) if av else None)
     md = (out / "report.md").read_text()
     assert md.startswith("# teso study report") and "v1m val split" in md and "study protocol" in md
+    assert "SEG: val mIoU" in md and "one val video" in md
 
 
 def test_run_study_refuses_the_train_split_and_run_demo_a_plan_it_cannot_report(tmp_path):
@@ -201,6 +202,7 @@ def test_run_study_refuses_the_train_split_and_run_demo_a_plan_it_cannot_report(
         (replace(TINY, split="train"), "plan split"),
         (replace(TINY, name="paper"), "plan name"),
         (replace(TINY, visual_only_seeds=3), "visual_only_seeds"),
+        (replace(TINY, visual_only_seeds=0), "visual_only_seeds"),  # the report needs one
     ):
         with pytest.raises(TesoError, match=match):
             run_demo(tmp_path, plan=bad, progress=False)

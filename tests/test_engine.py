@@ -527,3 +527,12 @@ def test_init_from_starts_a_fresh_run_from_another_runs_weights(tree, trained, t
     assert main([*argv, "--init-from", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "y")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x" / "checkpoints").exists() and not (tmp_path / "y" / "checkpoints").exists()
+    # A path YAML would misread ("#" starts a comment) reaches the trainer as written.
+    import shutil
+
+    odd = tmp_path / "ckpt #1" / "2024-01-01.safetensors"
+    odd.parent.mkdir()
+    shutil.copy(src, odd)
+    assert main([*argv, "--init-from", str(odd), "--out", str(tmp_path / "z"), "--no-progress"]) == 0
+    _, extra = read_checkpoint_metadata(tmp_path / "z" / "checkpoints" / "last.safetensors")
+    assert extra["init_from"]["path"] == str(odd)

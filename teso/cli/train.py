@@ -61,10 +61,11 @@ def _train(args: argparse.Namespace) -> int:
     from teso.engine.distributed import cleanup
     from teso.engine.trainer import Trainer
 
-    overrides = list(args.overrides)
+    exp = load_experiment(args.config, args.overrides)
     if args.init_from is not None:
-        overrides.append(f"train.init_from={args.init_from}")
-    exp = load_experiment(args.config, overrides)
+        # Set directly, not as a KEY=VALUE override: YAML would read "a #1/x" or "2024-01-01" as other things.
+        exp.train.init_from = str(args.init_from)
+        exp.validate("--init-from")
     out = args.out or Path("runs") / Path(args.config).stem
     try:
         result = Trainer(

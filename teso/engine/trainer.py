@@ -157,7 +157,10 @@ class Trainer:
                 f"train.init_from: {path} does not exist (expected a teso checkpoint .safetensors)"
             )
         cfg, extra = read_checkpoint_metadata(path)
-        differs = _diff(cfg.to_dict(), self.model_config.to_dict())
+        # Where the foundations lie and the variant's name do not change the weights' shapes; the
+        # frozen weights themselves are checked by hash when the file is loaded.
+        ignored = {("visual", "pretrained"), ("audio", "weights"), ("name",)}
+        differs = [k for k in _diff(cfg.to_dict(), self.model_config.to_dict()) if k not in ignored]
         if differs:
             names = ", ".join(".".join(k) for k in differs)
             raise TesoError(

@@ -98,9 +98,9 @@ def check_plan(plan: DemoPlan) -> None:
         raise TesoError(f"plan name: expected one of {', '.join(BUDGET_NOTES)}, got {plan.name!r}")
     if plan.split not in ("val", "test"):
         raise TesoError(f"plan split: expected val or test (the models learn from train), got {plan.split!r}")
-    if not plan.seeds or not 0 <= plan.visual_only_seeds <= len(plan.seeds):
+    if not plan.seeds or not 1 <= plan.visual_only_seeds <= len(plan.seeds):
         raise TesoError(
-            f"plan seeds: expected at least one seed and visual_only_seeds in 0..{len(plan.seeds)}, "
+            f"plan seeds: expected at least one seed and visual_only_seeds in 1..{len(plan.seeds)}, "
             f"got seeds {plan.seeds} and visual_only_seeds {plan.visual_only_seeds}"
         )
 
@@ -641,8 +641,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "REC#1: recognition AP of the cues the model sees (first 4) against the sounding categories, per "
         "second and per clip (a clip's cues against everything that sounds in it, as AVSBench labels clips); "
-        "REC#2: the same after the dynamic mask; SEG: test mIoU of TeSO (trained on reasoned cues) fed "
-        "this source's cues. Oracle is a ceiling (the truth), never a default.",
+        f"REC#2: the same after the dynamic mask; SEG: {plan['split']} mIoU of TeSO (trained on reasoned "
+        "cues) fed this source's cues. Oracle is a ceiling (the truth), never a default.",
         "",
         "| cue source | REC#1 (seconds) | REC#1 (clips) | silent-object cue rate | REC#2 | SEG mIoU "
         "| preference rate | cues kept |",
@@ -679,7 +679,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"![their pre-threshold sounding probability]({Path(report['figures']['heatmaps']).name})",
         "",
-        f"Prediction on one test video: `{report['predict']['overlay']}`.",
+        f"Prediction on one {plan['split']} video: `{report['predict']['overlay']}`.",
         "",
         "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()),
     ]
