@@ -504,7 +504,7 @@ def write_report(
     numerics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from teso.data.identity import dataset_identity
-    from teso.synthavs.report import bar_chart, overlay_grid
+    from teso.synthavs.report import bar_chart, overlay_grids
     from teso.utils.environment import environment_record
 
     t4 = table4(results)
@@ -518,8 +518,9 @@ def write_report(
         means, out / "report_miou.png", labels={k: v[0] for k, v in MODELS.items()}, split=plan.split
     )
     first = {name: by_seed[min(by_seed)]["checkpoint"] for name, by_seed in trained.items()}
-    grid = overlay_grid(root, first, out / "report_overlays.png", split=plan.split)
-    heat = overlay_grid(root, first, out / "report_heatmaps.png", split=plan.split, heat=True)
+    grid, heat = overlay_grids(
+        root, first, out / "report_overlays.png", out / "report_heatmaps.png", split=plan.split
+    )
     vis, av = t4.get("visual_only"), t4.get("av_baseline")
     ratio = None
     if vis and av and av["normal"]["miou"]["mean"]:

@@ -44,18 +44,19 @@ def _tile(img: np.ndarray, size: int) -> Image.Image:
     return Image.fromarray(img).resize((size, size), Image.NEAREST)
 
 
-def overlay_grid(
+def overlay_grids(
     root: Path,
     checkpoints: dict[str, str],
     path: Path,
+    heat_path: Path,
     clips: int = 2,
     size: int = 128,
     split: str = "test",
-    heat: bool = False,
-) -> Path:
-    """Rows: frame, ground truth, then each model under normal and muted audio; columns: the frames of
-    the first ``clips`` clips of ``split``. ``heat``: the models' tiles show the pre-threshold sounding
-    probability (:func:`teso.video.writer.heatmap`, the paper's Fig. J9 reading) instead of the mask."""
+) -> tuple[Path, Path]:
+    """Two pictures from one pass over the models. Rows: frame, ground truth, then each model under
+    normal and muted audio; columns: the frames of the first ``clips`` clips of ``split``. ``path``:
+    the thresholded masks; ``heat_path``: the pre-threshold sounding probability
+    (:func:`teso.video.writer.heatmap`, the paper's Fig. J9 reading)."""
     from teso.audio import load_audio, mute, per_second_examples
     from teso.cues.features import TextFeatures
     from teso.data.avsbench import list_clips
@@ -70,10 +71,11 @@ def overlay_grid(
     ]
     waves = [load_audio(r.audio_path) for r in records]
     cols = [(c, t) for c in range(len(records)) for t in range(records[c].num_frames)]
-    rows: list[tuple[str, list[np.ndarray]]] = [
+    head: list[tuple[str, list[np.ndarray]]] = [
         ("frame", [frames[c][t] for c, t in cols]),
         ("ground truth", [overlay(frames[c][t], masks[c][t]) for c, t in cols]),
     ]
+    mask_rows, heat_rows = list(head), list(head)
     for name, ckpt in checkpoints.items():
         model, extra = load_checkpoint(ckpt)
         data = (extra.get("experiment") or {}).get("data", {})
@@ -84,7 +86,7 @@ def overlay_grid(
         )
         predictor = TeSOPredictor(model)
         for cond in ("normal", "mute"):
-            tiles = []
+            mask_tiles, heat_tiles = [], []
             for c, r in enumerate(records):
                 predictor.set_clip(frames[c])
                 wave = waves[c] if cond == "normal" else mute(waves[c])
@@ -92,13 +94,16 @@ def overlay_grid(
                 text, count = feats.get(r.uid) if feats is not None else (None, None)
                 probs = predictor.predict(audio, text, count, size=frames[c].shape[1:3])
                 fg = sounding_maps(probs, model.config.num_classes)[0].numpy()
-                if heat:
-                    tiles += [heatmap(frames[c][t], fg[t]) for t in range(r.num_frames)]
-                else:
-                    tiles += [overlay(frames[c][t], fg[t] > 0.5) for t in range(r.num_frames)]
-            rows.append((f"{name} · {cond}", tiles))
+                mask_tiles += [overlay(frames[c][t], fg[t] > 0.5) for t in range(r.num_frames)]
+                heat_tiles += [heatmap(frames[c][t], fg[t]) for t in range(r.num_frames)]
+            mask_rows.append((f"{name} · {cond}", mask_tiles))
+            heat_rows.append((f"{name} · {cond}", heat_tiles))
+    return _grid(mask_rows, len(cols), size, path), _grid(heat_rows, len(cols), size, heat_path)
+
+
+def _grid(rows: list[tuple[str, list[np.ndarray]]], columns: int, size: int, path: Path) -> Path:
     label_w = 150
-    canvas = Image.new("RGB", (label_w + size * len(cols), size * len(rows)), "white")
+    canvas = Image.new("RGB", (label_w + size * columns, size * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (label, tiles) in enumerate(rows):
         draw.text((4, i * size + size // 2 - 6), label, fill="black")
